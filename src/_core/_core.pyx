@@ -1,0 +1,486 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Time-loop drivers: forward and backward of one layer direction over a whole
+sequence. Python (pyrnn/layers.py) validates and allocates; this file only
+computes, with the GIL released.
+
+Per direction: ONE GEMM for the input projection of all T steps, then per step
+ONE GEMM of h against all gates' recurrent weights and ONE fused gate kernel.
+Backward mirrors it; weight gradients are one GEMM over all steps after the
+loop. The batch is split into row blocks, one per thread, each running the
+whole time loop with single-threaded BLAS: no barrier per step, and the same
+thread count always gives the same bits.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t, uint32_t
+from libc.string cimport memcpy, memset
+
+from blas cimport gemm
+from gates cimport *
+
+cnp.import_array()
+
+# Cell kinds; the gate count per kind is in GATES.
+cdef enum:
+    K_RNN_TANH = 0
+    K_RNN_RELU = 1
+    K_LSTM = 2
+    K_GRU = 3
+    K_GRU_RB = 4
+    K_MGRU = 5
+    # below this many multiply-adds a GEMM phase runs on one thread
+    PAR_MIN_WORK = 200000
+GATES = (1, 1, 4, 3, 3, 2)
+KINDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3, "GRU_RB": 4, "MGRU": 5}
+
+
+
+cdef struct Seq:
+    int kind, T, B, Ni, H, P, G, reverse, ldy, train, proj, accumulate_dx
+    const int64_t *len
+    # parameters
+    void *Wih
+    void *Whh
+    void *Whr
+    void *bx
+    void *bhn
+    # forward data
+    void *X
+    void *h0
+    void *c0
+    void *Y
+    void *hn
+    void *cn
+    # forward cache (train) or per-step workspace (inference)
+    void *GX
+    void *GH
+    void *Hs
+    void *Cs
+    void *A
+    void *X2
+    void *M
+    void *hbuf
+    void *cbuf
+    # backward
+    void *dY
+    void *dhn
+    void *dcn
+    void *dX
+    void *dh0
+    void *dc0
+    void *dGX
+    void *dGH
+    void *dHT
+    void *dWih
+    void *dWhh
+    void *dWhr
+    void *dbih
+    void *dbhh
+    void *dhbuf
+    void *dcbuf
+    void *dmbuf
+
+
+cdef inline void *ptr(object a):
+    if a is None:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray> a)
+
+
+cdef inline int split(int n, int k, int parts) noexcept nogil:
+    """Start of part k when n items are cut into `parts` near-equal runs."""
+    return <int> ((<long long> n * k) // parts)
+
+
+# ---------------------------------------------------------------- forward
+
+cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
+    """The whole time loop for batch rows [b0, b0 + nb)."""
+    cdef int T = s.T, B = s.B, H = s.H, P = s.P, GH = s.G * s.H, ldy = s.ldy
+    cdef int step, t, tn, kind = s.kind
+    cdef const int64_t *ln = s.len + b0 if s.len != NULL else NULL
+    cdef const floating *Whh = <floating *> s.Whh
+    cdef const floating *Whr = <floating *> s.Whr
+    cdef const floating *bx = <floating *> s.bx
+    cdef const floating *bhn = <floating *> s.bhn
+    cdef floating *GX = <floating *> s.GX
+    cdef floating *gh = <floating *> s.GH + <size_t> b0 * GH
+    cdef floating *ghn = <floating *> s.GH + <size_t> B * 2 * H + <size_t> b0 * H
+    cdef floating *Y = <floating *> s.Y
+    cdef floating *Hs = <floating *> s.Hs
+    cdef floating *Cs = <floating *> s.Cs
+    cdef floating *A = <floating *> s.A
+    cdef floating *X2 = <floating *> s.X2
+    cdef floating *M = <floating *> s.M
+    cdef floating *hbuf = <floating *> s.hbuf
+    cdef floating *cbuf = <floating *> s.cbuf
+    cdef const floating *hp
+    cdef const floating *cp
+    cdef floating *hd
+    cdef floating *cd
+    cdef floating *gx
+    cdef floating *y
+    cdef floating *At
+    cdef floating *X2t
+    cdef floating *Mt
+    cdef size_t row, row_n
+    cdef int GA = H if kind <= K_RNN_RELU else GH
+    cdef int lstm = kind == K_LSTM
+
+    if nb <= 0 or T <= 0:
+        return
+    if s.train:
+        # Hs[t] holds the state before step t; seed the first step with h0.
+        t = T - 1 if s.reverse else 0
+        memcpy(Hs + (<size_t> t * B + b0) * P, <floating *> s.h0 + <size_t> b0 * P,
+               <size_t> nb * P * sizeof(floating))
+        if lstm:
+            memcpy(Cs + (<size_t> t * B + b0) * H, <floating *> s.c0 + <size_t> b0 * H,
+                   <size_t> nb * H * sizeof(floating))
+
+    for step in range(T):
+        t = T - 1 - step if s.reverse else step
+        row = <size_t> t * B + b0
+        gx = GX + row * GH
+        y = Y + row * ldy
+        # where the previous state is read and the new one written
+        if s.train:
+            hp = Hs + row * P
+            cp = Cs + row * H if lstm else NULL
+            At = A + row * GA
+            X2t = X2 + row * H if X2 != NULL else NULL
+            Mt = M + row * H if M != NULL else NULL
+        else:
+            if step == 0:
+                hp = <floating *> s.h0 + <size_t> b0 * P
+                cp = <floating *> s.c0 + <size_t> b0 * H if lstm else NULL
+            else:
+                hp = hbuf + <size_t> ((step - 1) % 2) * B * P + <size_t> b0 * P
+                cp = cbuf + <size_t> ((step - 1) % 2) * B * H + <size_t> b0 * H if lstm else NULL
+            At = A + <size_t> b0 * GA if A != NULL else NULL
+            X2t = X2 + <size_t> b0 * H if X2 != NULL else NULL
+            Mt = M + <size_t> b0 * H if M != NULL else NULL
+        if step == T - 1:
+            hd = <floating *> s.hn + <size_t> b0 * P
+            cd = <floating *> s.cn + <size_t> b0 * H if lstm else NULL
+        elif s.train:
+            tn = t - 1 if s.reverse else t + 1
+            row_n = <size_t> tn * B + b0
+            hd = Hs + row_n * P
+            cd = Cs + row_n * H if lstm else NULL
+        else:
+            hd = hbuf + <size_t> (step % 2) * B * P + <size_t> b0 * P
+            cd = cbuf + <size_t> (step % 2) * B * H + <size_t> b0 * H if lstm else NULL
+
+        if kind == K_RNN_TANH or kind == K_RNN_RELU:
+            gemm(False, True, nb, H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
+            rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
+        elif kind == K_LSTM:
+            gemm(False, True, nb, GH, P, <floating> 1, hp, P, Whh, P, <floating> 0, gh, GH)
+            if s.proj:
+                lstm_fwd(nb, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
+                         <floating *> NULL, 0, At, X2t)
+                gemm(False, True, nb, P, H, <floating> 1, Mt, H, Whr, H, <floating> 0, hd, P)
+                proj_finish(nb, P, ln, t, hp, hd, y, ldy)
+            else:
+                lstm_fwd(nb, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
+        elif kind == K_GRU:
+            gemm(False, True, nb, GH, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
+            gru_fwd(nb, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
+        elif kind == K_GRU_RB:
+            gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
+            grb_fwd1(nb, H, ln, t, gx, bx, gh, hp, At, X2t)
+            gemm(False, True, nb, H, H, <floating> 1, X2t, H, Whh + <size_t> 2 * H * H, H,
+                 <floating> 0, ghn, H)
+            grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
+        else:
+            gemm(False, True, nb, GH, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
+            mgru_fwd(nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
+
+
+cdef void input_proj_rows(Seq *s, floating *tag, int r0, int r1) noexcept nogil:
+    """GX[r0:r1] = X[r0:r1] @ W_ih^T over rows of the (T*B, Ni) input."""
+    cdef int GH = s.G * s.H
+    gemm(False, True, r1 - r0, GH, s.Ni, <floating> 1,
+         <floating *> s.X + <size_t> r0 * s.Ni, s.Ni, <floating *> s.Wih, s.Ni,
+         <floating> 0, <floating *> s.GX + <size_t> r0 * GH, GH)
+
+
+cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
+    cdef int rows = s.T * s.B, k, n
+    n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
+    n = min(n, rows)
+    if n <= 1:
+        input_proj_rows(s, tag, 0, rows)
+    else:
+        for k in prange(n, schedule='static', num_threads=n):
+            input_proj_rows(s, tag, split(rows, k, n), split(rows, k + 1, n))
+    n = min(nt, s.B)
+    if n <= 1:
+        fwd_rows(s, tag, 0, s.B)
+    else:
+        for k in prange(n, schedule='static', num_threads=n):
+            fwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
+
+
+# ---------------------------------------------------------------- backward
+
+cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
+    """Reverse time loop for batch rows [b0, b0 + nb): fills dGX (and dGH,
+    dHT) for every step and leaves dh0/dc0."""
+    cdef int T = s.T, B = s.B, H = s.H, P = s.P, GH = s.G * s.H, ldy = s.ldy
+    cdef int step, t, cur = 0, kind = s.kind
+    cdef const int64_t *ln = s.len + b0 if s.len != NULL else NULL
+    cdef const floating *Whh = <floating *> s.Whh
+    cdef const floating *Whr = <floating *> s.Whr
+    cdef floating *dY = <floating *> s.dY
+    cdef floating *Hs = <floating *> s.Hs
+    cdef floating *Cs = <floating *> s.Cs
+    cdef floating *A = <floating *> s.A
+    cdef floating *X2 = <floating *> s.X2
+    cdef floating *dGX = <floating *> s.dGX
+    cdef floating *dGH = <floating *> s.dGH
+    cdef floating *dHT = <floating *> s.dHT
+    cdef floating *dhbuf = <floating *> s.dhbuf
+    cdef floating *dcbuf = <floating *> s.dcbuf
+    cdef floating *dm = <floating *> s.dmbuf + <size_t> b0 * H if s.dmbuf != NULL else NULL
+    cdef floating *dhc
+    cdef floating *dhx
+    cdef floating *dcc
+    cdef floating *dcx
+    cdef floating *dg
+    cdef floating *hp
+    cdef size_t row
+    cdef int GA = H if kind <= K_RNN_RELU else GH
+    cdef int lstm = kind == K_LSTM
+
+    if nb <= 0:
+        return
+    memcpy(dhbuf + <size_t> b0 * P, <floating *> s.dhn + <size_t> b0 * P,
+           <size_t> nb * P * sizeof(floating))
+    if lstm:
+        memcpy(dcbuf + <size_t> b0 * H, <floating *> s.dcn + <size_t> b0 * H,
+               <size_t> nb * H * sizeof(floating))
+    for step in range(T):
+        t = step if s.reverse else T - 1 - step
+        row = <size_t> t * B + b0
+        hp = Hs + row * P
+        dg = dGX + row * GH
+        dhc = dhbuf + <size_t> cur * B * P + <size_t> b0 * P
+        dhx = dhbuf + <size_t> (1 - cur) * B * P + <size_t> b0 * P
+        if lstm:
+            dcc = dcbuf + <size_t> cur * B * H + <size_t> b0 * H
+            dcx = dcbuf + <size_t> (1 - cur) * B * H + <size_t> b0 * H
+
+        if kind == K_RNN_TANH or kind == K_RNN_RELU:
+            rnn_bwd(kind == K_RNN_RELU, nb, H, ln, t, A + row * GA, dY + row * ldy, ldy,
+                    dhc, dg, dhx)
+            gemm(False, False, nb, H, H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+        elif kind == K_LSTM:
+            if s.proj:
+                proj_bwd_pre(nb, P, ln, t, dY + row * ldy, ldy, dhc, dHT + row * P, dhx)
+                gemm(False, False, nb, H, P, <floating> 1, dHT + row * P, P, Whr, H,
+                     <floating> 0, dm, H)
+                lstm_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, Cs + row * H,
+                         <floating *> NULL, 0, dm, dcc, dg, dcx, <floating *> NULL)
+            else:
+                lstm_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, Cs + row * H,
+                         dY + row * ldy, ldy, dhc, dcc, dg, dcx, dhx)
+            gemm(False, False, nb, P, GH, <floating> 1, dg, GH, Whh, P, <floating> 1, dhx, P)
+        elif kind == K_GRU:
+            gru_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, hp, dY + row * ldy, ldy,
+                    dhc, dg, dGH + row * GH, dhx)
+            gemm(False, False, nb, H, GH, <floating> 1, dGH + row * GH, GH, Whh, H,
+                 <floating> 1, dhx, H)
+        elif kind == K_GRU_RB:
+            grb_bwd1(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
+            # d(r*h) = dn_pre @ W_hn, kept in dm
+            gemm(False, False, nb, H, H, <floating> 1, dg + 2 * H, GH,
+                 Whh + <size_t> 2 * H * H, H, <floating> 0, dm, H)
+            grb_bwd2(nb, H, ln, t, A + row * GA, hp, dm, dg, dhx)
+            gemm(False, False, nb, H, 2 * H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+        else:
+            mgru_bwd(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
+            gemm(False, False, nb, H, GH, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+        cur = 1 - cur
+
+    memcpy(<floating *> s.dh0 + <size_t> b0 * P, dhbuf + <size_t> cur * B * P + <size_t> b0 * P,
+           <size_t> nb * P * sizeof(floating))
+    if lstm:
+        memcpy(<floating *> s.dc0 + <size_t> b0 * H,
+               dcbuf + <size_t> cur * B * H + <size_t> b0 * H,
+               <size_t> nb * H * sizeof(floating))
+
+
+cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
+    """Part k of n of the after-loop work: weight and bias gradients (split by
+    gate rows) and dX (split by input rows). Each output element is summed in
+    a fixed order, whatever n is."""
+    cdef int T = s.T, B = s.B, H = s.H, P = s.P, Ni = s.Ni, GH = s.G * s.H
+    cdef int rows = T * B
+    cdef int r0 = split(GH, k, n), r1 = split(GH, k + 1, n), lo, hi, j, r
+    cdef floating *dGX = <floating *> s.dGX
+    cdef floating *dGR = <floating *> (s.dGH if s.dGH != NULL else s.dGX)
+    cdef floating *dWhh = <floating *> s.dWhh
+    cdef floating *dbih = <floating *> s.dbih
+    cdef floating *dbhh = <floating *> s.dbhh
+    cdef floating *src
+    cdef floating acc
+    # dW_ih[r0:r1] += dGX[:, r0:r1]^T @ X
+    gemm(True, False, r1 - r0, Ni, rows, <floating> 1, dGX + r0, GH, <floating *> s.X, Ni,
+         <floating> 1, <floating *> s.dWih + <size_t> r0 * Ni, Ni)
+    # dW_hh[r0:r1] += dG_h[:, r0:r1]^T @ h_prev ; GRU-RB's n rows use r*h
+    if s.kind == K_GRU_RB:
+        lo, hi = r0, min(r1, 2 * H)
+        if hi > lo:
+            gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
+                 <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
+        lo, hi = max(r0, 2 * H), r1
+        if hi > lo:
+            gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
+                 <floating *> s.X2, H, <floating> 1, dWhh + <size_t> lo * H, H)
+    else:
+        gemm(True, False, r1 - r0, P, rows, <floating> 1, dGR + r0, GH,
+             <floating *> s.Hs, P, <floating> 1, dWhh + <size_t> r0 * P, P)
+    if dbih != NULL:
+        for j in range(r0, r1):
+            acc = 0
+            for r in range(rows):
+                acc = acc + dGX[<size_t> r * GH + j]
+            dbih[j] += acc
+            acc = 0
+            for r in range(rows):
+                acc = acc + dGR[<size_t> r * GH + j]
+            dbhh[j] += acc
+    if s.proj:
+        lo, hi = split(P, k, n), split(P, k + 1, n)
+        gemm(True, False, hi - lo, H, rows, <floating> 1, <floating *> s.dHT + lo, P,
+             <floating *> s.M, H, <floating> 1, <floating *> s.dWhr + <size_t> lo * H, H)
+    # dX[lo:hi] (+)= dGX[lo:hi] @ W_ih
+    lo, hi = split(rows, k, n), split(rows, k + 1, n)
+    gemm(False, False, hi - lo, Ni, GH, <floating> 1, dGX + <size_t> lo * GH, GH,
+         <floating *> s.Wih, Ni, <floating> (1 if s.accumulate_dx else 0),
+         <floating *> s.dX + <size_t> lo * Ni, Ni)
+
+
+cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
+    cdef int k, n
+    n = min(nt, s.B)
+    if n <= 1:
+        bwd_rows(s, tag, 0, s.B)
+    else:
+        for k in prange(n, schedule='static', num_threads=n):
+            bwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
+    n = nt if <double> s.T * s.B * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
+    n = max(1, min(n, s.G * s.H))
+    if n <= 1:
+        wgrad_part(s, tag, 0, 1)
+    else:
+        for k in prange(n, schedule='static', num_threads=n):
+            wgrad_part(s, tag, k, n)
+
+
+# ---------------------------------------------------------------- Python entry
+
+cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse,
+               int ldy, int train, object lengths, dict a):
+    s.kind = kind
+    s.T, s.B, s.Ni, s.H, s.P = T, B, Ni, H, P
+    s.G = GATES[kind]
+    s.reverse, s.ldy, s.train = reverse, ldy, train
+    s.proj = a.get("Whr") is not None
+    s.accumulate_dx = 0
+    s.len = <const int64_t *> ptr(lengths)
+    s.Wih, s.Whh, s.Whr = ptr(a.get("Wih")), ptr(a.get("Whh")), ptr(a.get("Whr"))
+    s.bx, s.bhn = ptr(a.get("bx")), ptr(a.get("bhn"))
+    s.X, s.h0, s.c0 = ptr(a.get("X")), ptr(a.get("h0")), ptr(a.get("c0"))
+    s.Y, s.hn, s.cn = ptr(a.get("Y")), ptr(a.get("hn")), ptr(a.get("cn"))
+    s.GX, s.GH, s.Hs, s.Cs = ptr(a.get("GX")), ptr(a.get("GH")), ptr(a.get("Hs")), ptr(a.get("Cs"))
+    s.A, s.X2, s.M = ptr(a.get("A")), ptr(a.get("X2")), ptr(a.get("M"))
+    s.hbuf, s.cbuf = ptr(a.get("hbuf")), ptr(a.get("cbuf"))
+    s.dY, s.dhn, s.dcn = ptr(a.get("dY")), ptr(a.get("dhn")), ptr(a.get("dcn"))
+    s.dX, s.dh0, s.dc0 = ptr(a.get("dX")), ptr(a.get("dh0")), ptr(a.get("dc0"))
+    s.dGX, s.dGH, s.dHT = ptr(a.get("dGX")), ptr(a.get("dGH")), ptr(a.get("dHT"))
+    s.dWih, s.dWhh, s.dWhr = ptr(a.get("dWih")), ptr(a.get("dWhh")), ptr(a.get("dWhr"))
+    s.dbih, s.dbhh = ptr(a.get("dbih")), ptr(a.get("dbhh"))
+    s.dhbuf, s.dcbuf, s.dmbuf = ptr(a.get("dhbuf")), ptr(a.get("dcbuf")), ptr(a.get("dmbuf"))
+
+
+def forward(int kind, int T, int B, int Ni, int H, int P, bint reverse, int ldy,
+            bint train, object lengths, bint double, int nthreads, dict arrays):
+    """Run one direction forward. `arrays` maps the Seq field names to
+    C-contiguous arrays of the right dtype and size (checked by the caller);
+    Y may be a view with row stride ldy. Returns nothing: outputs are written."""
+    cdef Seq s
+    fill(&s, kind, T, B, Ni, H, P, reverse, ldy, train, lengths, arrays)
+    with nogil:
+        if double:
+            run_forward(&s, <double *> NULL, nthreads)
+        else:
+            run_forward(&s, <float *> NULL, nthreads)
+
+
+def backward(int kind, int T, int B, int Ni, int H, int P, bint reverse, int ldy,
+             object lengths, bint double, int nthreads, bint accumulate_dx, dict arrays):
+    """Run one direction backward over the cache of a training forward."""
+    cdef Seq s
+    fill(&s, kind, T, B, Ni, H, P, reverse, ldy, 1, lengths, arrays)
+    s.accumulate_dx = accumulate_dx
+    with nogil:
+        if double:
+            run_backward(&s, <double *> NULL, nthreads)
+        else:
+            run_backward(&s, <float *> NULL, nthreads)
+
+
+# ---------------------------------------------------------------- SIMD control
+
+def simd_available():
+    """True when this CPU can run the AVX2+FMA kernels."""
+    return bool(pyrnn_simd_available())
+
+
+def simd_active():
+    """True when the float kernels currently run the AVX2+FMA versions."""
+    return bool(pyrnn_simd_active())
+
+
+def set_simd(bint on):
+    """Switch the float kernels between AVX2+FMA (if available) and scalar."""
+    return bool(pyrnn_set_simd(on))
+
+
+def simd_max_error(int which, uint32_t stride):
+    """Largest absolute error of the SIMD sigmoid (0) or tanh (1) against the
+    double-precision libm value, over every `stride`-th float bit pattern."""
+    cdef double r
+    with nogil:
+        r = pyrnn_simd_max_error(which, stride)
+    return r
+
+
+def activation(int which, cnp.ndarray x, cnp.ndarray y):
+    """y = sigmoid(x) (which=0) or tanh(x) (which=1) with the active kernels."""
+    cdef int64_t n = x.size
+    if x.dtype == np.float32:
+        act_f(which, n, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y))
+    else:
+        act_d(which, n, <double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y))
+
+
+def openmp_enabled():
+    """True when the extension was built with OpenMP."""
+    return bool(PYRNN_OPENMP)
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define PYRNN_OPENMP 1
+    #else
+    #define PYRNN_OPENMP 0
+    #endif
+    """
+    int PYRNN_OPENMP

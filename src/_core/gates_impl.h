@@ -1,0 +1,383 @@
+/* Kernel bodies, included once per (type, instruction set) by gates.c.
+ * Expects: REAL, NAME(base) -> symbol, SIGM(x), TANH(x), and KATTR (function
+ * attribute, e.g. a target). Loops over j are simple and restrict-qualified
+ * so the compiler vectorises them under the AVX2 target. */
+
+#define ACTIVE(b) (len == NULL || (int64_t)t < len[b])
+
+KATTR void NAME(rnn_fwd)(int relu, int nb, int H, const int64_t *len, int t,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
+    const REAL *restrict hp, REAL *restrict hn, REAL *restrict y, int ldy,
+    REAL *restrict A)
+{
+    for (int b = 0; b < nb; b++) {
+        const REAL *x = gx + (size_t)b * H, *r = gh + (size_t)b * H;
+        const REAL *h0 = hp + (size_t)b * H;
+        REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; }
+            continue;
+        }
+        if (relu) {
+            for (int j = 0; j < H; j++) {
+                REAL a = x[j] + bx[j] + r[j];
+                /* a > 0 ? a : 0 keeps NaN as NaN, like torch.relu */
+                h1[j] = a < 0 ? (REAL)0 : a;
+            }
+        } else {
+            for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j] + r[j]);
+        }
+        for (int j = 0; j < H; j++) yb[j] = h1[j];
+        if (A) for (int j = 0; j < H; j++) A[(size_t)b * H + j] = h1[j];
+    }
+}
+
+KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
+    const REAL *restrict A, const REAL *restrict dy, int ldy,
+    const REAL *restrict dh, REAL *restrict dg, REAL *restrict dhp)
+{
+    for (int b = 0; b < nb; b++) {
+        const REAL *a = A + (size_t)b * H, *dyb = dy + (size_t)b * ldy;
+        const REAL *d = dh + (size_t)b * H;
+        REAL *g = dg + (size_t)b * H, *p = dhp + (size_t)b * H;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) { g[j] = 0; p[j] = d[j]; }
+            continue;
+        }
+        if (relu) {
+            for (int j = 0; j < H; j++) g[j] = a[j] > 0 ? dyb[j] + d[j] : (REAL)0;
+        } else {
+            for (int j = 0; j < H; j++) g[j] = (dyb[j] + d[j]) * (1 - a[j] * a[j]);
+        }
+        for (int j = 0; j < H; j++) p[j] = 0;
+    }
+}
+
+/* LSTM, gates i f g o. Without projection hout is h' (and y is written);
+ * with projection hout is m = o*tanh(c') and y/hp are NULL: the driver
+ * projects m and proj_finish writes h and y. */
+KATTR void NAME(lstm_fwd)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
+    const REAL *restrict cp, REAL *restrict cn, const REAL *restrict hp,
+    REAL *restrict hout, REAL *restrict y, int ldy, REAL *restrict A,
+    REAL *restrict TC)
+{
+    const size_t G = 4 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *x = gx + b * G, *r = gh + b * G;
+        const REAL *c0 = cp + (size_t)b * H;
+        REAL *c1 = cn + (size_t)b * H, *h1 = hout + (size_t)b * H;
+        REAL *yb = y ? y + (size_t)b * ldy : NULL;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) c1[j] = c0[j];
+            if (hp) { for (int j = 0; j < H; j++) h1[j] = hp[(size_t)b * H + j]; }
+            else { for (int j = 0; j < H; j++) h1[j] = 0; }
+            if (yb) for (int j = 0; j < H; j++) yb[j] = 0;
+            if (A) { for (size_t j = 0; j < G; j++) A[b * G + j] = 0;
+                     for (int j = 0; j < H; j++) TC[(size_t)b * H + j] = 0; }
+            continue;
+        }
+        /* Two copies of the loop so that neither has a store under a
+         * condition (which would stop vectorisation). */
+#define LSTM_CELL(STORE)                                                       \
+        for (int j = 0; j < H; j++) {                                          \
+            REAL i = SIGM(x[j] + bx[j] + r[j]);                                \
+            REAL f = SIGM(x[H + j] + bx[H + j] + r[H + j]);                    \
+            REAL g = TANH(x[2 * H + j] + bx[2 * H + j] + r[2 * H + j]);        \
+            REAL o = SIGM(x[3 * H + j] + bx[3 * H + j] + r[3 * H + j]);        \
+            REAL c = f * c0[j] + i * g;                                        \
+            REAL tc = TANH(c);                                                 \
+            c1[j] = c;                                                         \
+            h1[j] = o * tc;                                                    \
+            STORE                                                              \
+        }
+        if (A) {
+            REAL *restrict ab = A + b * G, *restrict tcb = TC + (size_t)b * H;
+            LSTM_CELL(ab[j] = i; ab[H + j] = f; ab[2 * H + j] = g; ab[3 * H + j] = o; tcb[j] = tc;)
+        } else {
+            LSTM_CELL()
+        }
+#undef LSTM_CELL
+        if (yb) for (int j = 0; j < H; j++) yb[j] = h1[j];
+    }
+}
+
+/* dh is the gradient reaching h' (carry + dy when no projection, dm with
+ * projection, in which case dy and dhp are NULL). */
+KATTR void NAME(lstm_bwd)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict A, const REAL *restrict TC, const REAL *restrict cp,
+    const REAL *restrict dy, int ldy, const REAL *restrict dh,
+    const REAL *restrict dc, REAL *restrict dg, REAL *restrict dcp,
+    REAL *restrict dhp)
+{
+    const size_t G = 4 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *a = A + b * G, *tc = TC + (size_t)b * H, *c0 = cp + (size_t)b * H;
+        const REAL *d = dh + (size_t)b * H, *dcb = dc + (size_t)b * H;
+        const REAL *dyb = dy ? dy + (size_t)b * ldy : NULL;
+        REAL *g = dg + b * G, *pc = dcp + (size_t)b * H;
+        REAL *ph = dhp ? dhp + (size_t)b * H : NULL;
+        if (!ACTIVE(b)) {
+            for (size_t j = 0; j < G; j++) g[j] = 0;
+            for (int j = 0; j < H; j++) pc[j] = dcb[j];
+            if (ph) for (int j = 0; j < H; j++) ph[j] = d[j];
+            continue;
+        }
+        for (int j = 0; j < H; j++) {
+            REAL i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j];
+            REAL dht = dyb ? dyb[j] + d[j] : d[j];
+            REAL dct = dcb[j] + dht * o * (1 - tc[j] * tc[j]);
+            g[j] = dct * gg * i * (1 - i);
+            g[H + j] = dct * c0[j] * f * (1 - f);
+            g[2 * H + j] = dct * i * (1 - gg * gg);
+            g[3 * H + j] = dht * tc[j] * o * (1 - o);
+            pc[j] = dct * f;
+        }
+        if (ph) for (int j = 0; j < H; j++) ph[j] = 0;
+    }
+}
+
+KATTR void NAME(proj_finish)(int nb, int P, const int64_t *len, int t,
+    const REAL *restrict hp, REAL *restrict hn, REAL *restrict y, int ldy)
+{
+    for (int b = 0; b < nb; b++) {
+        REAL *h1 = hn + (size_t)b * P, *yb = y + (size_t)b * ldy;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < P; j++) { h1[j] = hp[(size_t)b * P + j]; yb[j] = 0; }
+        } else {
+            for (int j = 0; j < P; j++) yb[j] = h1[j];
+        }
+    }
+}
+
+KATTR void NAME(proj_bwd_pre)(int nb, int P, const int64_t *len, int t,
+    const REAL *restrict dy, int ldy, const REAL *restrict dh,
+    REAL *restrict dht, REAL *restrict dhp)
+{
+    for (int b = 0; b < nb; b++) {
+        const REAL *dyb = dy + (size_t)b * ldy, *d = dh + (size_t)b * P;
+        REAL *o = dht + (size_t)b * P, *p = dhp + (size_t)b * P;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < P; j++) { o[j] = 0; p[j] = d[j]; }
+        } else {
+            for (int j = 0; j < P; j++) { o[j] = dyb[j] + d[j]; p[j] = 0; }
+        }
+    }
+}
+
+/* GRU, reset after (PyTorch): gates r z n; A = [r, z, n], GHN = W_hn h + b_hn. */
+KATTR void NAME(gru_fwd)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
+    const REAL *restrict bhn, const REAL *restrict hp, REAL *restrict hn,
+    REAL *restrict y, int ldy, REAL *restrict A, REAL *restrict GHN)
+{
+    const size_t G = 3 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *x = gx + b * G, *r = gh + b * G, *h0 = hp + (size_t)b * H;
+        REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; }
+            if (A) { for (size_t j = 0; j < G; j++) A[b * G + j] = 0;
+                     for (int j = 0; j < H; j++) GHN[(size_t)b * H + j] = 0; }
+            continue;
+        }
+#define GRU_CELL(STORE)                                                        \
+        for (int j = 0; j < H; j++) {                                          \
+            REAL rr = SIGM(x[j] + bx[j] + r[j]);                               \
+            REAL z = SIGM(x[H + j] + bx[H + j] + r[H + j]);                    \
+            REAL hn_ = r[2 * H + j] + bhn[j];                                  \
+            REAL n = TANH(x[2 * H + j] + bx[2 * H + j] + rr * hn_);            \
+            h1[j] = n + z * (h0[j] - n);                                       \
+            STORE                                                              \
+        }
+        if (A) {
+            REAL *restrict ab = A + b * G, *restrict gb = GHN + (size_t)b * H;
+            GRU_CELL(ab[j] = rr; ab[H + j] = z; ab[2 * H + j] = n; gb[j] = hn_;)
+        } else {
+            GRU_CELL()
+        }
+#undef GRU_CELL
+        for (int j = 0; j < H; j++) yb[j] = h1[j];
+    }
+}
+
+KATTR void NAME(gru_bwd)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict A, const REAL *restrict GHN, const REAL *restrict hp,
+    const REAL *restrict dy, int ldy, const REAL *restrict dh,
+    REAL *restrict dgx, REAL *restrict dgh, REAL *restrict dhp)
+{
+    const size_t G = 3 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *a = A + b * G, *gn = GHN + (size_t)b * H, *h0 = hp + (size_t)b * H;
+        const REAL *dyb = dy + (size_t)b * ldy, *d = dh + (size_t)b * H;
+        REAL *gx = dgx + b * G, *gh = dgh + b * G, *p = dhp + (size_t)b * H;
+        if (!ACTIVE(b)) {
+            for (size_t j = 0; j < G; j++) { gx[j] = 0; gh[j] = 0; }
+            for (int j = 0; j < H; j++) p[j] = d[j];
+            continue;
+        }
+        for (int j = 0; j < H; j++) {
+            REAL rr = a[j], z = a[H + j], n = a[2 * H + j];
+            REAL dht = dyb[j] + d[j];
+            REAL dn = dht * (1 - z) * (1 - n * n);
+            REAL dz = dht * (h0[j] - n) * z * (1 - z);
+            REAL dr = dn * gn[j] * rr * (1 - rr);
+            gx[j] = dr; gx[H + j] = dz; gx[2 * H + j] = dn;
+            gh[j] = dr; gh[H + j] = dz; gh[2 * H + j] = dn * rr;
+            p[j] = dht * z;
+        }
+    }
+}
+
+/* GRU, reset before (Cho et al.): step 1 makes r, z and r*h; the driver
+ * multiplies r*h by W_hn; step 2 makes n and h'. gh here has stride 2H. */
+KATTR void NAME(grb_fwd1)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
+    const REAL *restrict hp, REAL *restrict A, REAL *restrict RH)
+{
+    const size_t G = 3 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *x = gx + b * G, *r = gh + 2 * (size_t)H * b, *h0 = hp + (size_t)b * H;
+        REAL *ab = A + b * G, *rh = RH + (size_t)b * H;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) { ab[j] = 0; ab[H + j] = 0; rh[j] = 0; }
+            continue;
+        }
+        for (int j = 0; j < H; j++) {
+            REAL rr = SIGM(x[j] + bx[j] + r[j]);
+            ab[j] = rr;
+            ab[H + j] = SIGM(x[H + j] + bx[H + j] + r[H + j]);
+            rh[j] = rr * h0[j];
+        }
+    }
+}
+
+KATTR void NAME(grb_fwd2)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict ghn,
+    const REAL *restrict hp, REAL *restrict A, REAL *restrict hn,
+    REAL *restrict y, int ldy)
+{
+    const size_t G = 3 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *x = gx + b * G + 2 * H, *r = ghn + (size_t)b * H, *h0 = hp + (size_t)b * H;
+        REAL *ab = A + b * G, *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; ab[2 * H + j] = 0; }
+            continue;
+        }
+        for (int j = 0; j < H; j++) {
+            REAL n = TANH(x[j] + bx[2 * H + j] + r[j]);
+            REAL z = ab[H + j];
+            ab[2 * H + j] = n;
+            h1[j] = n + z * (h0[j] - n);
+        }
+        for (int j = 0; j < H; j++) yb[j] = h1[j];
+    }
+}
+
+KATTR void NAME(grb_bwd1)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict A, const REAL *restrict hp, const REAL *restrict dy,
+    int ldy, const REAL *restrict dh, REAL *restrict dg, REAL *restrict dhp)
+{
+    const size_t G = 3 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *a = A + b * G, *h0 = hp + (size_t)b * H;
+        const REAL *dyb = dy + (size_t)b * ldy, *d = dh + (size_t)b * H;
+        REAL *g = dg + b * G, *p = dhp + (size_t)b * H;
+        if (!ACTIVE(b)) {
+            for (size_t j = 0; j < G; j++) g[j] = 0;
+            for (int j = 0; j < H; j++) p[j] = d[j];
+            continue;
+        }
+        for (int j = 0; j < H; j++) {
+            REAL z = a[H + j], n = a[2 * H + j];
+            REAL dht = dyb[j] + d[j];
+            g[H + j] = dht * (h0[j] - n) * z * (1 - z);
+            g[2 * H + j] = dht * (1 - z) * (1 - n * n);
+            p[j] = dht * z;
+        }
+    }
+}
+
+KATTR void NAME(grb_bwd2)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict A, const REAL *restrict hp, const REAL *restrict drh,
+    REAL *restrict dg, REAL *restrict dhp)
+{
+    const size_t G = 3 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        if (!ACTIVE(b)) continue;
+        const REAL *a = A + b * G, *h0 = hp + (size_t)b * H, *d = drh + (size_t)b * H;
+        REAL *g = dg + b * G, *p = dhp + (size_t)b * H;
+        for (int j = 0; j < H; j++) {
+            REAL rr = a[j];
+            g[j] = d[j] * h0[j] * rr * (1 - rr);
+            p[j] += d[j] * rr;
+        }
+    }
+}
+
+/* Minimal GRU: gates z n, both biases pre-summed. A = [z, n]. */
+KATTR void NAME(mgru_fwd)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
+    const REAL *restrict hp, REAL *restrict hn, REAL *restrict y, int ldy,
+    REAL *restrict A)
+{
+    const size_t G = 2 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *x = gx + b * G, *r = gh + b * G, *h0 = hp + (size_t)b * H;
+        REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
+        if (!ACTIVE(b)) {
+            for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; }
+            if (A) for (size_t j = 0; j < G; j++) A[b * G + j] = 0;
+            continue;
+        }
+#define MGRU_CELL(STORE)                                                       \
+        for (int j = 0; j < H; j++) {                                          \
+            REAL z = SIGM(x[j] + bx[j] + r[j]);                                \
+            REAL n = TANH(x[H + j] + bx[H + j] + r[H + j]);                    \
+            h1[j] = n + z * (h0[j] - n);                                       \
+            STORE                                                              \
+        }
+        if (A) {
+            REAL *restrict ab = A + b * G;
+            MGRU_CELL(ab[j] = z; ab[H + j] = n;)
+        } else {
+            MGRU_CELL()
+        }
+#undef MGRU_CELL
+        for (int j = 0; j < H; j++) yb[j] = h1[j];
+    }
+}
+
+KATTR void NAME(mgru_bwd)(int nb, int H, const int64_t *len, int t,
+    const REAL *restrict A, const REAL *restrict hp, const REAL *restrict dy,
+    int ldy, const REAL *restrict dh, REAL *restrict dg, REAL *restrict dhp)
+{
+    const size_t G = 2 * (size_t)H;
+    for (int b = 0; b < nb; b++) {
+        const REAL *a = A + b * G, *h0 = hp + (size_t)b * H;
+        const REAL *dyb = dy + (size_t)b * ldy, *d = dh + (size_t)b * H;
+        REAL *g = dg + b * G, *p = dhp + (size_t)b * H;
+        if (!ACTIVE(b)) {
+            for (size_t j = 0; j < G; j++) g[j] = 0;
+            for (int j = 0; j < H; j++) p[j] = d[j];
+            continue;
+        }
+        for (int j = 0; j < H; j++) {
+            REAL z = a[j], n = a[H + j];
+            REAL dht = dyb[j] + d[j];
+            g[j] = dht * (h0[j] - n) * z * (1 - z);
+            g[H + j] = dht * (1 - z) * (1 - n * n);
+            p[j] = dht * z;
+        }
+    }
+}
+
+/* Elementwise activation, for tests of the approximations: 0 sigmoid, 1 tanh. */
+KATTR void NAME(act)(int which, int64_t n, const REAL *restrict x, REAL *restrict y)
+{
+    if (which == 0) for (int64_t i = 0; i < n; i++) y[i] = SIGM(x[i]);
+    else for (int64_t i = 0; i < n; i++) y[i] = TANH(x[i]);
+}
+
+#undef ACTIVE
