@@ -231,10 +231,19 @@ def _is_uint(x):
 def _read_header(path, f, size):
     if size == 0:
         raise _err(path, "the file is empty")
-    head = f.read(min(size, 16))
-    what = _sniff(head)
-    if what:
-        raise _err(path, f"this is {what}")
+    head = f.read(16)
+    try:
+        return _parse_header(path, f, size, head)
+    except ModelFileError:
+        # Name common wrong files, but only once parsing failed: a valid
+        # header length can begin with the same bytes as a pickle (0x80 0x02).
+        what = _sniff(head)
+        if what:
+            raise _err(path, f"this is {what}") from None
+        raise
+
+
+def _parse_header(path, f, size, head):
     if size < 8:
         raise _err(path, f"too short for a safetensors file ({size} bytes; "
                          "truncated?)")
@@ -246,12 +255,12 @@ def _read_header(path, f, size):
     raw = f.read(n)
     if len(raw) != n:
         raise _err(path, "the file ended inside the header (truncated)")
+    if raw[:1] != b"{":
+        raise _err(path, "the header does not start with '{' (not a safetensors file?)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _err(path, f"the header is not UTF-8 (corrupted?): {e}") from None
-    if not text.startswith("{"):
-        raise _err(path, "the header does not start with '{' (not a safetensors file?)")
     try:
         hdr = json.loads(text, object_pairs_hook=_no_duplicates)
     except ValueError as e:
