@@ -106,7 +106,8 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     cdef const floating *bx = <floating *> s.bx
     cdef const floating *bhn = <floating *> s.bhn
     cdef floating *GX = <floating *> s.GX
-    cdef floating *gh = <floating *> s.GH + <size_t> b0 * GH
+    # GRU-RB keeps its r,z block (stride 2H) and its n block apart in GH
+    cdef floating *gh = <floating *> s.GH + <size_t> b0 * (2 * H if s.kind == K_GRU_RB else GH)
     cdef floating *ghn = <floating *> s.GH + <size_t> B * 2 * H + <size_t> b0 * H
     cdef floating *Y = <floating *> s.Y
     cdef floating *Hs = <floating *> s.Hs

@@ -1,0 +1,87 @@
+"""Thread count of the compiled core, and the one-owner rule for BLAS.
+
+pyrnn runs its own OpenMP threads and calls BLAS from inside them, so BLAS
+itself must stay on one thread: scipy's OpenBLAS is set to one thread the
+first time a compiled layer runs. (Threaded BLAS on the tiny per-step GEMMs is
+slower anyway, and BLAS threads spinning beside ours would oversubscribe the
+cores.) This affects scipy.linalg's own BLAS calls in the same process;
+numpy's BLAS is a separate library and is left alone.
+"""
+import ctypes
+import glob
+import os
+
+__all__ = ["set_num_threads", "get_num_threads"]
+
+
+def _available_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _from_env():
+    raw = os.environ.get("PYRNN_NUM_THREADS")
+    if raw is None or raw.strip() == "":
+        return _available_cores()
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"PYRNN_NUM_THREADS must be a positive integer, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"PYRNN_NUM_THREADS must be a positive integer, got {raw!r}")
+    return n
+
+
+_num_threads = _from_env()
+
+
+def set_num_threads(n):
+    """Set the number of threads pyrnn's compiled core uses (>= 1)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """The number of threads pyrnn's compiled core uses."""
+    return _num_threads
+
+
+_blas_state = {"done": False, "limited": False}
+
+
+def limit_blas_threads():
+    """Hold scipy's OpenBLAS to one thread (idempotent); True if it worked."""
+    if _blas_state["done"]:
+        return _blas_state["limited"]
+    _blas_state["done"] = True
+    import scipy.linalg.cython_blas  # noqa: F401 - makes sure the library is loaded
+    import scipy
+    libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
+    candidates = sorted(glob.glob(os.path.join(libdir, "*openblas*")))
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int]
+                fn.restype = None
+                fn(1)
+                _blas_state["limited"] = True
+                return True
+    try:  # other BLAS builds (system scipy): threadpoolctl knows them all
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1, user_api="blas")
+        _blas_state["limited"] = True
+    except Exception:  # noqa: BLE001 - optional; without it BLAS keeps its threads
+        pass
+    return _blas_state["limited"]
