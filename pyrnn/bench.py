@@ -1,0 +1,881 @@
+"""Side-by-side speed benchmark: ``pyrnn bench`` (or ``python -m pyrnn.bench``).
+
+Runs pyrnn and its peers (PyTorch, ONNX Runtime, the NumPy reference) over a grid of
+cells, shapes ``T:B:I:H``, modes and thread counts in ONE process. For each grid point
+every peer is built once, warmed up and calibrated, then sampled round-robin (the
+order rotating every round) so that machine noise hits all peers alike. The table shows
+median milliseconds, GFLOP/s, percent of this machine's sgemm peak (measured in the same
+run through scipy's BLAS at the same thread count) and ``peer_ms / pyrnn_ms``.
+
+FLOPs per step and direction: ``2*B*(I+H)*G*H`` (G = 4, 3, 2, 1 for LSTM, GRU,
+MinimalGRU, RNN); a training step (forward + backward with dx) counts 3x.
+
+``--stream`` measures per-step latency at batch 1 instead (issue 6): a pyrnn stream
+object (when ``pyrnn.stream`` exists), PyTorch's ``*Cell`` one step at a time under
+``inference_mode`` and ONNX Runtime with sequence length 1 feeding the state back.
+
+Peers that are not installed are skipped with a note. ``build_onnx_model`` is reusable.
+"""
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_SHAPES = ((100, 1, 128, 128), (100, 1, 512, 512), (200, 16, 64, 64),
+                  (100, 32, 256, 256), (100, 64, 512, 512), (50, 128, 1024, 1024))
+QUICK_SHAPES = ((20, 1, 32, 32), (10, 8, 48, 48))
+DEFAULT_PEERS = ("torch", "onnxruntime", "numpy")
+PEER_ALIASES = {"torch": "torch", "pytorch": "torch", "onnxruntime": "onnxruntime",
+                "ort": "onnxruntime", "onnx": "onnxruntime", "numpy": "numpy",
+                "reference": "numpy"}
+MODES = ("infer", "train")
+
+# cell name -> reference mode string, gate count G, pyrnn class, torch layer, torch cell
+CELLS = {
+    "lstm": ("LSTM", 4, "LSTM", "LSTM", "LSTMCell"),
+    "gru": ("GRU", 3, "GRU", "GRU", "GRUCell"),
+    "rnn": ("RNN_TANH", 1, "RNN", "RNN", "RNNCell"),
+    "mgru": ("MGRU", 2, "MinimalGRU", None, None),
+}
+CELL_ALIASES = {"minimalgru": "mgru", "minimal_gru": "mgru"}
+
+
+class Skip(Exception):
+    """A peer cannot run this case; the message says why (shown as a note)."""
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+def step_flops(cell, B, I, H):
+    """Multiply-add FLOPs of one forward step of one direction."""
+    return 2 * B * (I + H) * CELLS[cell][1] * H
+
+
+def run_flops(cell, shape, mode):
+    T, B, I, H = shape
+    return T * step_flops(cell, B, I, H) * (3 if mode == "train" else 1)
+
+
+# --------------------------------------------------------------------------- threads
+
+def _blas_limits(n):
+    """Context holding every loaded BLAS to n threads (threadpoolctl is optional)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def sgemm_peak(threads, n=2048, repeats=3):
+    """Best GFLOP/s of scipy.linalg.blas.sgemm on an n x n float32 problem with the
+    given BLAS thread count. Returns a dict with the figures."""
+    from scipy.linalg import blas
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    c = np.zeros((n, n), np.float32, order="F")
+    samples = []
+    with _blas_limits(threads):
+        blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)
+            samples.append(time.perf_counter() - t0)
+    flop = 2.0 * n ** 3
+    return {"n": n, "threads": threads, "samples_s": samples,
+            "gflops": flop / min(samples) / 1e9}
+
+
+# --------------------------------------------------------------------------- pyrnn
+
+def pyrnn_core():
+    """(pyrnn, None) when the compiled layers import, else (None, reason)."""
+    try:
+        import pyrnn
+        import pyrnn.layers  # noqa: F401  (the compiled core)
+    except Exception as e:  # an unbuilt extension can fail in more ways than ImportError
+        return None, f"pyrnn core not built yet ({type(e).__name__}: {e})"
+    return pyrnn, None
+
+
+def make_weights(cell, input_size, hidden_size, seed=0):
+    """State dict (PyTorch names, float32) shared by all peers: a fresh pyrnn layer's
+    ``state_dict()`` when the core is built, else the same U(-1/sqrt(H), 1/sqrt(H)) init."""
+    pyrnn, _ = pyrnn_core()
+    if pyrnn is not None:
+        layer = getattr(pyrnn, CELLS[cell][2])(input_size, hidden_size, seed=seed)
+        return {k: np.ascontiguousarray(v, np.float32) for k, v in layer.state_dict().items()}
+    G, H = CELLS[cell][1], hidden_size
+    k = 1.0 / math.sqrt(H)
+    rng = np.random.default_rng(seed)
+    shapes = {"weight_ih_l0": (G * H, input_size), "weight_hh_l0": (G * H, H),
+              "bias_ih_l0": (G * H,), "bias_hh_l0": (G * H,)}
+    return {name: rng.uniform(-k, k, s).astype(np.float32) for name, s in shapes.items()}
+
+
+def make_inputs(shape, seed=0):
+    """x (T, B, I) and dy (T, B, H), float32, C-contiguous."""
+    T, B, I, H = shape
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((T, B, I), dtype=np.float32)
+    dy = rng.standard_normal((T, B, H), dtype=np.float32)
+    return x, dy
+
+
+# --------------------------------------------------------------------------- ONNX
+
+# torch gate blocks -> ONNX order. LSTM torch i,f,g,o -> ONNX i,o,f,c; GRU torch r,z,n -> z,r,h
+_ONNX_PERM = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2), "GRU_RB": (1, 0, 2),
+              "RNN_TANH": (0,), "RNN_RELU": (0,)}
+_ONNX_OP = {"LSTM": "LSTM", "GRU": "GRU", "GRU_RB": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+
+
+def _onnx_mode(mode):
+    m = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}.get(mode, mode)
+    if m == "MGRU" or m == "mgru":
+        raise ValueError("mode: ONNX has no MinimalGRU operator")
+    if m not in _ONNX_OP:
+        raise ValueError(f"mode: expected one of {sorted(_ONNX_OP)}, got {mode!r}")
+    return m
+
+
+def _reorder(w, perm):
+    blocks = np.split(np.asarray(w, dtype=np.float32), len(perm), axis=0)
+    return np.concatenate([blocks[i] for i in perm], axis=0)
+
+
+def build_onnx_model(mode, state_dict, input_size, hidden_size, num_layers=1,
+                     bidirectional=False, with_state=False, opset=17):
+    """Serialized ONNX model (bytes) computing the PyTorch layer with these weights.
+
+    mode: "LSTM", "GRU" (reset after, PyTorch), "GRU_RB" (reset before), "RNN_TANH",
+    "RNN_RELU" (or "lstm", "gru", "rnn"). state_dict: PyTorch names, values anything
+    ``np.asarray`` takes; missing biases count as zero. Graph input ``X`` (T, B, I),
+    outputs ``Y`` (T, B, D*H), ``Y_h`` (L*D, B, H) and for LSTM ``Y_c``. With
+    ``with_state=True`` it also takes ``initial_h`` (and ``initial_c``) of shape
+    (L*D, B, H), so a caller can feed the state back one step at a time.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    mode = _onnx_mode(mode)
+    if any(k.startswith("weight_hr") for k in state_dict):
+        raise ValueError("state_dict: ONNX LSTM has no projection (weight_hr_*)")
+    perm, H, L = _ONNX_PERM[mode], int(hidden_size), int(num_layers)
+    D = 2 if bidirectional else 1
+    is_lstm = mode == "LSTM"
+    G = len(perm)
+    f32 = TensorProto.FLOAT
+    nodes, inits = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    inputs = [helper.make_tensor_value_info("X", f32, ["T", "B", int(input_size)])]
+    state_names = ["initial_h"] + (["initial_c"] if is_lstm else [])
+    if with_state:
+        inputs += [helper.make_tensor_value_info(s, f32, [L * D, "B", H]) for s in state_names]
+
+    x, hs, cs = "X", [], []
+    for k in range(L):
+        W, R, Bias = [], [], []
+        for d in range(D):
+            s = f"_l{k}" + ("_reverse" if d else "")
+            W.append(_reorder(state_dict["weight_ih" + s], perm))
+            R.append(_reorder(state_dict["weight_hh" + s], perm))
+            bi = state_dict.get("bias_ih" + s)
+            bh = state_dict.get("bias_hh" + s)
+            bi = np.zeros(G * H, np.float32) if bi is None else _reorder(bi, perm)
+            bh = np.zeros(G * H, np.float32) if bh is None else _reorder(bh, perm)
+            Bias.append(np.concatenate([bi, bh]))
+        ins = [x, const(f"W{k}", np.stack(W)), const(f"R{k}", np.stack(R)),
+               const(f"B{k}", np.stack(Bias)), ""]
+        if with_state:
+            for s in state_names:
+                if L == 1:
+                    ins.append(s)
+                else:  # this layer's rows of the stacked state
+                    out = f"{s}_{k}"
+                    nodes.append(helper.make_node(
+                        "Slice", [s, const(f"{out}_st", np.array([k * D], np.int64)),
+                                  const(f"{out}_en", np.array([(k + 1) * D], np.int64)),
+                                  const(f"{out}_ax", np.array([0], np.int64))], [out]))
+                    ins.append(out)
+        while ins and ins[-1] == "":
+            ins.pop()
+        outs = [f"Yr{k}", f"Yh{k}"] + ([f"Yc{k}"] if is_lstm else [])
+        attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
+        if mode in ("GRU", "GRU_RB"):
+            attrs["linear_before_reset"] = 1 if mode == "GRU" else 0
+        if mode.startswith("RNN"):
+            attrs["activations"] = ["Tanh" if mode == "RNN_TANH" else "Relu"] * D
+        nodes.append(helper.make_node(_ONNX_OP[mode], ins, outs, **attrs))
+        # Y is (T, D, B, H); the next layer and the caller want (T, B, D*H)
+        y = "Y" if k == L - 1 else f"Y{k}"
+        if D == 1:
+            nodes.append(helper.make_node("Squeeze", [f"Yr{k}", const(f"sq{k}", np.array([1], np.int64))], [y]))
+        else:
+            nodes.append(helper.make_node("Transpose", [f"Yr{k}"], [f"Yt{k}"], perm=[0, 2, 1, 3]))
+            nodes.append(helper.make_node("Reshape", [f"Yt{k}", const(f"rs{k}", np.array([0, 0, -1], np.int64))], [y]))
+        x = y
+        hs.append(f"Yh{k}")
+        cs.append(f"Yc{k}")
+
+    finals = [("Y_h", hs)] + ([("Y_c", cs)] if is_lstm else [])
+    for name, parts in finals:
+        if L == 1:
+            nodes.append(helper.make_node("Identity", parts, [name]))
+        else:
+            nodes.append(helper.make_node("Concat", parts, [name], axis=0))
+    outputs = [helper.make_tensor_value_info("Y", f32, ["T", "B", D * H])]
+    outputs += [helper.make_tensor_value_info(n, f32, [L * D, "B", H]) for n, _ in finals]
+    graph = helper.make_graph(nodes, f"pyrnn_{mode.lower()}", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="pyrnn.bench")
+    model.ir_version = 8  # the IR of opset 17; older runtimes refuse newer IRs
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def ort_session(model_bytes, threads):
+    """ONNX Runtime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- runners
+
+class Runner:
+    """``fn()`` runs one timed unit; ``active()`` is a context entered around every
+    sample (it sets this peer's thread count: the counts are process-global)."""
+
+    def __init__(self, fn, activate=None):
+        self.fn = fn
+        self._activate = activate
+
+    def active(self):
+        cm = self._activate() if self._activate is not None else None
+        return cm if cm is not None else contextlib.nullcontext()
+
+
+def _import(name):
+    try:
+        return __import__(name)
+    except Exception as e:
+        raise Skip(f"{name} not installed ({type(e).__name__})") from None
+
+
+def _torch_threads(torch, n):
+    def activate():
+        torch.set_num_threads(n)
+    return activate
+
+
+def make_runner(peer, cell, shape, mode, threads, sd, x, dy):
+    """Runner for one peer ("pyrnn", "torch", "onnxruntime", "numpy") on one case, or
+    raise Skip. Every peer gets the same weights sd, input x and (training) output grad dy."""
+    T, B, I, H = shape
+    ref_mode, G, pyrnn_cls, torch_cls, _ = CELLS[cell]
+    if peer == "pyrnn":
+        pyrnn, why = pyrnn_core()
+        if pyrnn is None:
+            raise Skip(why)
+        layer = getattr(pyrnn, pyrnn_cls)(I, H)
+        layer.load_state_dict(sd)
+        if mode == "infer":
+            def fn():
+                layer(x)
+        else:
+            def fn():
+                _, _, backward = layer.forward_train(x)
+                backward(dy)
+        return Runner(fn, lambda: pyrnn.set_num_threads(threads))
+
+    if peer == "torch":
+        torch = _import("torch")
+        if torch_cls is None:
+            raise Skip(f"torch has no {pyrnn_cls}")
+        m = getattr(torch.nn, torch_cls)(I, H)
+        m.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+        xt = torch.from_numpy(x.copy())
+        if mode == "infer":
+            def fn():
+                with torch.inference_mode():
+                    m(xt)
+        else:
+            xt.requires_grad_(True)  # so torch computes dx like pyrnn does
+            dyt = torch.from_numpy(dy.copy())
+
+            def fn():
+                y, _ = m(xt)
+                y.backward(dyt)
+        return Runner(fn, _torch_threads(torch, threads))
+
+    if peer == "onnxruntime":
+        _import("onnx")
+        _import("onnxruntime")
+        if mode != "infer":
+            raise Skip("onnxruntime: inference only")
+        if ref_mode not in _ONNX_OP:
+            raise Skip(f"onnxruntime: ONNX has no {pyrnn_cls} operator")
+        sess = ort_session(build_onnx_model(ref_mode, sd, I, H), threads)
+        feed = {"X": x}
+
+        def fn():
+            sess.run(None, feed)
+        return Runner(fn)
+
+    if peer == "numpy":
+        try:
+            from pyrnn import reference
+            reference.layer_forward
+        except Exception as e:
+            raise Skip(f"numpy: pyrnn.reference.layer_forward not available ({type(e).__name__})") from None
+        if mode == "infer":
+            def fn():
+                reference.layer_forward(ref_mode, sd, x)
+        else:
+            if not hasattr(reference, "layer_backward"):
+                raise Skip("numpy: pyrnn.reference.layer_backward not available")
+
+            def fn():
+                _, _, cache = reference.layer_forward(ref_mode, sd, x)
+                reference.layer_backward(cache, dy)
+        return Runner(fn, lambda: _blas_limits(threads))
+
+    raise ValueError(f"peer: expected one of pyrnn, torch, onnxruntime, numpy, got {peer!r}")
+
+
+def _pyrnn_stream(pyrnn, layer, batch):
+    """A pyrnn stream over ``layer`` with ``step(x_t)``, or Skip. The stream API is not
+    fixed yet, so try the likely spellings and skip cleanly when none fits."""
+    makers = []
+    if hasattr(layer, "stream"):
+        makers.append(lambda: layer.stream(batch_size=batch))
+    try:
+        import pyrnn.stream as mod
+    except Exception as e:
+        if not makers:
+            raise Skip(f"pyrnn.stream not available ({type(e).__name__})") from None
+        mod = None
+    for name in ("Stream", "LayerStream", "stream"):
+        factory = getattr(mod, name, None) if mod is not None else None
+        if callable(factory):
+            makers += [lambda f=factory: f(layer, batch_size=batch), lambda f=factory: f(layer, batch)]
+    for make in makers:
+        try:
+            s = make()
+        except TypeError:
+            continue
+        if hasattr(s, "step"):
+            return s
+    raise Skip("pyrnn.stream: no Stream(layer, batch_size) with .step(x_t) found")
+
+
+def make_stream_runner(peer, cell, hidden, threads, sd, xs):
+    """Runner whose ``fn()`` advances len(xs) single steps at batch 1, feeding the state
+    back; xs is (K, 1, I)."""
+    K, _, I = xs.shape
+    H = hidden
+    ref_mode, G, pyrnn_cls, _, torch_cell = CELLS[cell]
+    is_lstm = ref_mode == "LSTM"
+    if peer == "pyrnn":
+        pyrnn, why = pyrnn_core()
+        if pyrnn is None:
+            raise Skip(why)
+        layer = getattr(pyrnn, pyrnn_cls)(I, H)
+        layer.load_state_dict(sd)
+        stream = _pyrnn_stream(pyrnn, layer, 1)
+        steps = [np.ascontiguousarray(xs[t]) for t in range(K)]
+
+        def fn():
+            for xt in steps:
+                stream.step(xt)
+        return Runner(fn, lambda: pyrnn.set_num_threads(threads))
+
+    if peer == "torch":
+        torch = _import("torch")
+        if torch_cell is None:
+            raise Skip(f"torch has no {pyrnn_cls} cell")
+        m = getattr(torch.nn, torch_cell)(I, H)
+        m.load_state_dict({k.replace("_l0", ""): torch.from_numpy(np.array(v)) for k, v in sd.items()})
+        steps = [torch.from_numpy(np.array(xs[t])) for t in range(K)]
+        state = [(torch.zeros(1, H), torch.zeros(1, H)) if is_lstm else torch.zeros(1, H)]
+
+        def fn():
+            with torch.inference_mode():
+                s = state[0]
+                for xt in steps:
+                    s = m(xt, s)
+                state[0] = s
+        return Runner(fn, _torch_threads(torch, threads))
+
+    if peer == "onnxruntime":
+        _import("onnx")
+        _import("onnxruntime")
+        if ref_mode not in _ONNX_OP:
+            raise Skip(f"onnxruntime: ONNX has no {pyrnn_cls} operator")
+        sess = ort_session(build_onnx_model(ref_mode, sd, I, H, with_state=True), threads)
+        steps = [np.ascontiguousarray(xs[t:t + 1]) for t in range(K)]
+        names = ["Y_h", "Y_c"] if is_lstm else ["Y_h"]
+        state = [np.zeros((1, 1, H), np.float32) for _ in names]
+
+        def fn():
+            s = state
+            for xt in steps:
+                feed = {"X": xt, "initial_h": s[0]}
+                if is_lstm:
+                    feed["initial_c"] = s[1]
+                s = sess.run(names, feed)
+            state[:] = s
+        return Runner(fn)
+
+    if peer == "numpy":
+        try:
+            from pyrnn import reference
+            reference.cell_forward
+        except Exception as e:
+            raise Skip(f"numpy: pyrnn.reference.cell_forward not available ({type(e).__name__})") from None
+        p = {k.replace("_l0", ""): v for k, v in sd.items()}
+        steps = [np.ascontiguousarray(xs[t]) for t in range(K)]
+        z = np.zeros((1, H), np.float32)
+        state = [(z, z) if is_lstm else z]
+
+        def fn():
+            s = state[0]
+            for xt in steps:
+                s, _ = reference.cell_forward(ref_mode, p, xt, s)
+            state[0] = s
+        return Runner(fn, lambda: _blas_limits(threads))
+
+    raise ValueError(f"peer: expected one of pyrnn, torch, onnxruntime, numpy, got {peer!r}")
+
+
+# --------------------------------------------------------------------------- timing
+
+def _sample(runner, number):
+    """Seconds per call of runner.fn over ``number`` back-to-back calls, GC off."""
+    fn = runner.fn
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - t0) / number
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def measure(runners, repeats, min_time, settle=0.0):
+    """Interleaved timing. runners: {name: Runner}. Each is warmed up and given a call
+    count so one sample lasts about min_time; then ``repeats`` rounds sample every
+    runner once, starting one later each round. Returns {name: (number, [s per call])}."""
+    names = list(runners)
+    numbers = {}
+    for name in names:
+        r = runners[name]
+        with r.active():
+            r.fn()  # first call: lazy allocations, page faults, JIT of ORT kernels
+            t = _sample(r, 1)
+        numbers[name] = max(1, min(100000, math.ceil(min_time / max(t, 1e-9))))
+    samples = {name: [] for name in names}
+    for rnd in range(repeats):
+        for j in range(len(names)):
+            name = names[(rnd + j) % len(names)]
+            r = runners[name]
+            if settle:
+                # idle BLAS/OpenMP workers of the previous peer spin for up to ~0.1 s
+                # and steal the cores from this one; let them go to sleep first
+                time.sleep(settle)
+            with r.active():
+                samples[name].append(_sample(r, numbers[name]))
+    return {name: (numbers[name], samples[name]) for name in names}
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _csv(s):
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def _parse_shapes(s):
+    shapes = []
+    for item in _csv(s):
+        parts = item.split(":")
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            dims = ()
+        if len(dims) != 4 or min(dims) < 1:
+            raise argparse.ArgumentTypeError(
+                f"--shapes: expected T:B:I:H with positive integers, got {item!r}")
+        shapes.append(dims)
+    if not shapes:
+        raise argparse.ArgumentTypeError("--shapes: expected at least one T:B:I:H")
+    return shapes
+
+
+def _parse_ints(name):
+    def parse(s):
+        try:
+            v = [int(p) for p in _csv(s)]
+        except ValueError:
+            v = []
+        if not v or min(v) < 1:
+            raise argparse.ArgumentTypeError(f"{name}: expected positive integers like 1,2, got {s!r}")
+        return v
+    return parse
+
+
+def _parse_choice(name, choices, aliases=None):
+    def parse(s):
+        out = []
+        for p in _csv(s):
+            key = (aliases or {}).get(p.lower(), p.lower())
+            if key not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"{name}: expected some of {', '.join(choices)}, got {p!r}")
+            if key not in out:
+                out.append(key)
+        if not out:
+            raise argparse.ArgumentTypeError(f"{name}: expected at least one of {', '.join(choices)}")
+        return out
+    return parse
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="pyrnn bench",
+        description="Time pyrnn against PyTorch, ONNX Runtime and the NumPy reference, "
+                    "side by side in one process.")
+    p.add_argument("--cells", type=_parse_choice("--cells", list(CELLS), CELL_ALIASES),
+                   default=None, help="comma list of lstm,gru,rnn,mgru (default lstm,gru,rnn)")
+    p.add_argument("--shapes", type=_parse_shapes, default=None,
+                   help="comma list of T:B:I:H (default: the issue-3 grid)")
+    p.add_argument("--threads", type=_parse_ints("--threads"), default=None,
+                   help="comma list of thread counts (default 1,2; --quick: 1)")
+    p.add_argument("--peers", type=_parse_choice("--peers", sorted(set(PEER_ALIASES.values())), PEER_ALIASES),
+                   default=list(DEFAULT_PEERS),
+                   help="comma list of torch,onnxruntime,numpy (pyrnn always runs when built)")
+    p.add_argument("--mode", type=_parse_choice("--mode", list(MODES)), default=list(MODES),
+                   help="infer,train (default both); ignored with --stream")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="interleaved samples per peer (default 7; --quick: 3)")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds per sample; calls are repeated to reach it (default 0.05; --quick 0.005)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds of sleep before each sample when threads > 1, so the previous "
+                        "peer's spinning worker threads go idle (default 0.15)")
+    p.add_argument("--numpy-max-gflop", type=float, default=0.5,
+                   help="run the slow NumPy reference only where a call is at most this many "
+                        "GFLOP (default 0.5, i.e. the small shapes)")
+    p.add_argument("--sgemm-n", type=int, default=None,
+                   help="size of the square sgemm that measures the peak (default 2048; --quick 512)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write every sample and derived figure as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of GFLOP/s (needs matplotlib)")
+    p.add_argument("--quick", action="store_true", help="tiny grid for smoke tests")
+    p.add_argument("--stream", action="store_true",
+                   help="per-step streaming latency at batch 1 instead of the grid (issue 6)")
+    p.add_argument("--stream-hidden", type=_parse_ints("--stream-hidden"), default=None,
+                   help="hidden sizes for --stream (I = H; default 128,256,512; --quick 32)")
+    p.add_argument("--stream-steps", type=int, default=None,
+                   help="steps per timed call in --stream (default 100; --quick 10)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def _versions():
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("scipy", "torch", "onnxruntime", "onnx"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:
+            out[name] = None
+    try:
+        import pyrnn
+        out["pyrnn"] = pyrnn.__version__
+    except Exception:
+        out["pyrnn"] = None
+    return out
+
+
+def _machine():
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "usable_cpus": usable}
+
+
+def _summary(number, secs, flop, peak):
+    ms = [s * 1e3 for s in secs]
+    med = float(np.median(ms))
+    gflops = flop / (med * 1e-3) / 1e9
+    return {"number": number, "samples_ms": ms, "median_ms": med, "min_ms": min(ms),
+            "gflops": gflops, "pct_peak": 100.0 * gflops / peak if peak else None}
+
+
+def _note(notes, text):
+    if text not in notes:
+        notes.append(text)
+
+
+def _run_grid(a, peers, notes, peaks, log):
+    results = []
+    for threads in a.threads:
+        peak = peaks[str(threads)]["gflops"]
+        for cell in a.cells:
+            for shape in a.shapes:
+                sd = make_weights(cell, shape[2], shape[3], a.seed)
+                x, dy = make_inputs(shape, a.seed)
+                for mode in a.mode:
+                    flop = run_flops(cell, shape, mode)
+                    runners, skipped = {}, {}
+                    for peer in ["pyrnn"] + peers:
+                        try:
+                            if peer == "numpy" and flop / (3 if mode == "train" else 1) > a.numpy_max_gflop * 1e9:
+                                raise Skip(f"numpy: skipped above {a.numpy_max_gflop} GFLOP per call "
+                                           "(see --numpy-max-gflop)")
+                            runners[peer] = make_runner(peer, cell, shape, mode, threads, sd, x, dy)
+                        except Skip as e:
+                            skipped[peer] = str(e)
+                            _note(notes, str(e))
+                    log(f"{cell} {':'.join(map(str, shape))} {mode} t{threads}: "
+                        f"{', '.join(runners) or 'nothing to run'}")
+                    timed = measure(runners, a.repeats, a.min_time, a.settle if threads > 1 else 0.0) if runners else {}
+                    entry = {"cell": cell, "shape": list(shape), "T": shape[0], "B": shape[1],
+                             "I": shape[2], "H": shape[3], "mode": mode, "threads": threads,
+                             "flop": flop, "peers": {}, "skipped": skipped, "ratio": {}}
+                    for peer, (number, secs) in timed.items():
+                        entry["peers"][peer] = _summary(number, secs, flop, peak)
+                    _ratios(entry, "median_ms")
+                    results.append(entry)
+                    del runners, timed
+    return results
+
+
+def _ratios(entry, key):
+    # peer time / pyrnn time: > 1 means pyrnn is faster
+    got = entry["peers"]
+    if "pyrnn" not in got:
+        return
+    base = got["pyrnn"][key]
+    others = {p: v[key] for p, v in got.items() if p != "pyrnn"}
+    for p, v in others.items():
+        entry["ratio"][p] = v / base
+    if others:
+        best = min(others, key=others.get)
+        entry["best_peer"] = best
+        entry["ratio_best"] = others[best] / base
+
+
+def _run_stream(a, peers, notes, log):
+    out = []
+    K = a.stream_steps
+    for threads in a.threads:
+        for cell in a.cells:
+            for H in a.stream_hidden:
+                sd = make_weights(cell, H, H, a.seed)
+                xs = np.random.default_rng(a.seed + 2).standard_normal((K, 1, H), dtype=np.float32)
+                runners, skipped = {}, {}
+                for peer in ["pyrnn"] + peers:
+                    try:
+                        runners[peer] = make_stream_runner(peer, cell, H, threads, sd, xs)
+                    except Skip as e:
+                        skipped[peer] = str(e)
+                        _note(notes, str(e))
+                log(f"stream {cell} H={H} t{threads}: {', '.join(runners) or 'nothing to run'}")
+                timed = measure(runners, a.repeats, a.min_time, a.settle if threads > 1 else 0.0) if runners else {}
+                entry = {"cell": cell, "input": H, "hidden": H, "batch": 1, "threads": threads,
+                         "steps_per_call": K, "peers": {}, "skipped": skipped, "ratio": {}}
+                for peer, (number, secs) in timed.items():
+                    us = [s / K * 1e6 for s in secs]
+                    entry["peers"][peer] = {"number": number, "samples_us": us,
+                                            "median_us": float(np.median(us)), "min_us": min(us)}
+                _ratios(entry, "median_us")
+                out.append(entry)
+    return out
+
+
+def _table(rows, header):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    lines = [fmt(header), "  ".join("-" * w for w in widths)]
+    return "\n".join(lines + [fmt(r) for r in rows])
+
+
+def _f(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def format_grid(results, peers, peaks):
+    """The results table as text (one row per cell, shape, mode and thread count)."""
+    names = ["pyrnn"] + peers
+    header = (["cell", "T:B:I:H", "mode", "thr"] + [f"{n} ms" for n in names]
+              + ["GFLOP/s", "%peak"] + [f"x{n}" for n in peers] + ["xbest"])
+    rows = []
+    for e in results:
+        got = e["peers"]
+        # throughput of pyrnn, or of the fastest peer (marked *) while pyrnn is missing
+        if "pyrnn" in got:
+            who, star = "pyrnn", ""
+        elif got:
+            who, star = min(got, key=lambda p: got[p]["median_ms"]), "*"
+        else:
+            who, star = None, ""
+        rows.append([e["cell"], ":".join(map(str, e["shape"])), e["mode"], e["threads"]]
+                    + [_f(got[n]["median_ms"], ".3f") if n in got else "-" for n in names]
+                    + [(_f(got[who]["gflops"], ".1f") + star) if who else "-",
+                       (_f(got[who]["pct_peak"], ".0f") + star) if who else "-"]
+                    + [_f(e["ratio"].get(n), ".2f") for n in peers]
+                    + [_f(e.get("ratio_best"), ".2f")])
+    text = _table(rows, header)
+    text += "\n\nsgemm peak: " + ", ".join(
+        f"{t} thread{'s' if t != '1' else ''} {v['gflops']:.1f} GFLOP/s (n={v['n']})" for t, v in peaks.items())
+    text += "\nxPEER = PEER ms / pyrnn ms (> 1: pyrnn faster); xbest against the fastest peer."
+    if any("pyrnn" not in e["peers"] and e["peers"] for e in results):
+        text += "\n* pyrnn did not run: GFLOP/s and %peak are the fastest peer's."
+    return text
+
+
+def format_stream(entries, peers):
+    names = ["pyrnn"] + peers
+    header = ["cell", "H", "thr"] + [f"{n} us/step" for n in names] + [f"x{n}" for n in peers]
+    rows = [[e["cell"], e["hidden"], e["threads"]]
+            + [_f(e["peers"][n]["median_us"], ".2f") if n in e["peers"] else "-" for n in names]
+            + [_f(e["ratio"].get(n), ".2f") for n in peers] for e in entries]
+    return (_table(rows, header) + "\n\nper-step latency at batch 1, I = H, state fed back each "
+            "step; xPEER = PEER us / pyrnn us (> 1: pyrnn faster).")
+
+
+def plot(results, peaks, path):
+    """GFLOP/s per peer, one panel per (mode, threads), sgemm peak dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = sorted({(e["mode"], e["threads"]) for e in results})
+    peers = sorted({p for e in results for p in e["peers"]}, key=lambda p: (p != "pyrnn", p))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.5 * max(1, len(panels))), squeeze=False)
+    for ax, (mode, threads) in zip(axes[:, 0], panels):
+        sel = [e for e in results if e["mode"] == mode and e["threads"] == threads]
+        xs = np.arange(len(sel))
+        w = 0.8 / max(1, len(peers))
+        for i, p in enumerate(peers):
+            ax.bar(xs + i * w, [e["peers"][p]["gflops"] if p in e["peers"] else 0 for e in sel], w, label=p)
+        ax.axhline(peaks[str(threads)]["gflops"], ls="--", c="k", lw=1, label="sgemm peak")
+        ax.set_xticks(xs + 0.4 - w / 2)
+        ax.set_xticklabels([f"{e['cell']}\n{':'.join(map(str, e['shape']))}" for e in sel], fontsize=7)
+        ax.set_ylabel("GFLOP/s")
+        ax.set_title(f"{mode}, {threads} thread{'s' if threads > 1 else ''}")
+        ax.legend(fontsize=7, ncol=len(peers) + 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    """Entry point of ``pyrnn bench``; returns the exit status."""
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as e:  # --help or a bad option: argparse has printed why
+        return int(e.code or 0)
+    if a.repeats is not None and a.repeats < 1:
+        print("pyrnn bench: --repeats: expected a positive integer", file=sys.stderr)
+        return 2
+    if a.plot:
+        if a.stream:
+            print("pyrnn bench: --plot draws the grid; it is not available with --stream", file=sys.stderr)
+            return 2
+        try:  # fail before a long run, not after it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("pyrnn bench: --plot needs matplotlib, which is not installed "
+                  "(pip install matplotlib, or pyrnn[plot])", file=sys.stderr)
+            return 2
+    q = a.quick
+    a.cells = a.cells or ["lstm", "gru", "rnn"]
+    a.shapes = a.shapes or list(QUICK_SHAPES if q else DEFAULT_SHAPES)
+    a.threads = a.threads or ([1] if q else [1, 2])
+    a.repeats = a.repeats or (3 if q else 7)
+    a.min_time = a.min_time if a.min_time is not None else (0.005 if q else 0.05)
+    a.settle = a.settle if a.settle is not None else 0.15
+    a.sgemm_n = a.sgemm_n or (512 if q else 2048)
+    a.stream_hidden = a.stream_hidden or ([32] if q else [128, 256, 512])
+    a.stream_steps = a.stream_steps or (10 if q else 100)
+    peers = [p for p in a.peers if p != "pyrnn"]
+    log = (lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+
+    notes = []
+    _, why = pyrnn_core()
+    if why:
+        _note(notes, why)
+    peaks = {}
+    for t in a.threads:
+        peaks[str(t)] = sgemm_peak(t, a.sgemm_n, repeats=2 if q else 3)
+        log(f"sgemm peak, {t} thread(s): {peaks[str(t)]['gflops']:.1f} GFLOP/s")
+    if any(t > 1 for t in a.threads):
+        time.sleep(a.settle)
+
+    report = {"schema": 1, "kind": "stream" if a.stream else "grid",
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "command": "pyrnn bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "machine": _machine(), "versions": _versions(),
+              "settings": {"cells": a.cells, "shapes": [list(s) for s in a.shapes],
+                           "threads": a.threads, "peers": peers, "modes": a.mode,
+                           "repeats": a.repeats, "min_time": a.min_time, "settle": a.settle,
+                           "numpy_max_gflop": a.numpy_max_gflop, "seed": a.seed,
+                           "stream_hidden": a.stream_hidden if a.stream else None,
+                           "stream_steps": a.stream_steps if a.stream else None,
+                           "flops": "2*B*(I+H)*G*H per step, G = 4 LSTM, 3 GRU, 2 MinimalGRU, "
+                                    "1 RNN; training x3"},
+              "sgemm_peak": peaks, "notes": notes, "results": [], "stream": []}
+    if a.stream:
+        report["stream"] = _run_stream(a, peers, notes, log)
+        text = format_stream(report["stream"], peers)
+    else:
+        report["results"] = _run_grid(a, peers, notes, peaks, log)
+        text = format_grid(report["results"], peers, peaks)
+    print(text)
+    if notes:
+        print("\nnotes:\n" + "\n".join("  - " + n for n in notes))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+        log(f"wrote {a.json}")
+    if a.plot:
+        plot(report["results"], peaks, a.plot)
+        log(f"wrote {a.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
