@@ -262,11 +262,14 @@ def ort_session(model_bytes, threads):
 
 class Runner:
     """``fn()`` runs one timed unit; ``active()`` is a context entered around every
-    sample (it sets this peer's thread count: the counts are process-global)."""
+    sample (it sets this peer's thread count: the counts are process-global).
+    Stream runners also have ``hidden()``: the current h as a NumPy array, so a test
+    can check that the peers compute the same steps."""
 
-    def __init__(self, fn, activate=None):
+    def __init__(self, fn, activate=None, hidden=None):
         self.fn = fn
         self._activate = activate
+        self.hidden = hidden
 
     def active(self):
         cm = self._activate() if self._activate is not None else None
@@ -403,10 +406,17 @@ def make_stream_runner(peer, cell, hidden, threads, sd, xs):
         stream = _pyrnn_stream(pyrnn, layer, 1)
         steps = [np.ascontiguousarray(xs[t]) for t in range(K)]
 
+        last = [None]
+
         def fn():
             for xt in steps:
-                stream.step(xt)
-        return Runner(fn, lambda: pyrnn.set_num_threads(threads))
+                out = stream.step(xt)
+            last[0] = out
+
+        def hidden():  # the step's output is h for a single layer
+            out = last[0]
+            return np.asarray(out[0] if isinstance(out, tuple) else out)
+        return Runner(fn, lambda: pyrnn.set_num_threads(threads), hidden)
 
     if peer == "torch":
         torch = _import("torch")
@@ -423,7 +433,8 @@ def make_stream_runner(peer, cell, hidden, threads, sd, xs):
                 for xt in steps:
                     s = m(xt, s)
                 state[0] = s
-        return Runner(fn, _torch_threads(torch, threads))
+        return Runner(fn, _torch_threads(torch, threads),
+                      lambda: (state[0][0] if is_lstm else state[0]).numpy())
 
     if peer == "onnxruntime":
         _import("onnx")
@@ -443,7 +454,7 @@ def make_stream_runner(peer, cell, hidden, threads, sd, xs):
                     feed["initial_c"] = s[1]
                 s = sess.run(names, feed)
             state[:] = s
-        return Runner(fn)
+        return Runner(fn, None, lambda: state[0][0])
 
     if peer == "numpy":
         try:
@@ -461,7 +472,7 @@ def make_stream_runner(peer, cell, hidden, threads, sd, xs):
             for xt in steps:
                 s, _ = reference.cell_forward(ref_mode, p, xt, s)
             state[0] = s
-        return Runner(fn, lambda: _blas_limits(threads))
+        return Runner(fn, lambda: _blas_limits(threads), lambda: state[0][0] if is_lstm else state[0])
 
     raise ValueError(f"peer: expected one of pyrnn, torch, onnxruntime, numpy, got {peer!r}")
 
