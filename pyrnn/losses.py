@@ -13,7 +13,6 @@ The loss value is a Python float, accumulated in float64; gradients have the
 input's dtype (float32 or float64).
 """
 import numpy as np
-from scipy.special import expit
 
 from .nn import _to_numpy, as_float_array, as_index_array
 
@@ -29,9 +28,9 @@ def _float(x, name, allow_int=False):
         arr = _to_numpy(x)
     except (TypeError, ValueError, RuntimeError) as e:
         raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array: {e}") from e
-    kinds = "fbiu" if allow_int else "f"
-    if arr.dtype.kind not in kinds:
-        raise TypeError(f"{name}: expected a floating-point array, got dtype {arr.dtype}")
+    if arr.dtype.kind not in ("fbiu" if allow_int else "f"):
+        want = "real numbers" if allow_int else "a floating-point array"
+        raise TypeError(f"{name}: expected {want}, got dtype {arr.dtype}")
     if arr.dtype == np.float16:
         return arr.astype(np.float32)
     if arr.dtype not in (np.float32, np.float64):
@@ -62,42 +61,46 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _weights(mask, lead_shape, full_shape):
-    """Return (weights broadcastable to full_shape or None, count of elements)."""
-    n_full = int(np.prod(full_shape, dtype=np.int64))
+def _mask(mask, shape, dtype):
+    """Validate a mask whose shape is a leading part of ``shape``; None stays None."""
     if mask is None:
-        return None, float(n_full)
+        return None
     m = _to_numpy(mask)
     if m.dtype.kind not in "biuf":
         raise TypeError(f"mask: expected bool or numeric values, got dtype {m.dtype}")
-    if m.shape != tuple(lead_shape[:m.ndim]) or m.ndim > len(lead_shape):
-        want = tuple(lead_shape)
+    if m.ndim > len(shape) or m.shape != tuple(shape[:m.ndim]):
         raise ValueError(
-            f"mask: expected shape {want} or a leading part of it, got {tuple(m.shape)}")
-    m = m.astype(np.float64)
-    if np.any(m < 0) or not np.all(np.isfinite(m)):
+            f"mask: expected shape {tuple(shape)} or a leading part of it, "
+            f"got {tuple(m.shape)}")
+    m = m.astype(dtype)
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
         raise ValueError("mask: values must be finite and >= 0")
-    trailing = int(np.prod(full_shape[m.ndim:], dtype=np.int64))
-    m = m.reshape(m.shape + (1,) * (len(full_shape) - m.ndim))
-    return m, float(m.sum()) * trailing
+    return m
 
 
-def _reduce(elem, grad, w, count, reduction, dtype, gw=None):
-    """Apply mask weights (``gw``: the same, shaped for grad) and reduction."""
-    if w is not None:
-        gw = w if gw is None else gw
-        # where, not multiply: a masked-out inf/nan must not leak in as nan
-        elem = np.where(w > 0, elem * w, 0.0)
-        grad = np.where(gw > 0, grad * gw, 0.0)
+def _reduce(elem, grad, w, reduction):
+    """Weight per-element losses ``elem`` and their gradients ``grad`` (fresh
+    arrays, scaled in place) by the mask ``w`` (leading shape of both), then
+    reduce. Returns (loss, grad)."""
+    if w is None:
+        count = float(elem.size)
+    else:
+        off = w == 0
+        elem = elem * w.reshape(w.shape + (1,) * (elem.ndim - w.ndim))
+        grad *= w.reshape(w.shape + (1,) * (grad.ndim - w.ndim))
+        # zero, not multiply-by-zero: a masked-out inf/nan must not leak in as nan
+        elem[off] = 0
+        grad[off] = 0
+        count = float(np.sum(w, dtype=np.float64)) * (elem.size // max(w.size, 1))
     if reduction == "none":
-        return elem.astype(dtype, copy=False), grad.astype(dtype, copy=False)
+        return elem, grad
     total = float(np.sum(elem, dtype=np.float64))
     if reduction == "mean":
         if count == 0:
-            return 0.0, np.zeros(grad.shape, dtype)
+            return 0.0, np.zeros_like(grad)
         total /= count
-        grad = grad * (1.0 / count)
-    return total, grad.astype(dtype, copy=False)
+        grad *= 1.0 / count
+    return total, grad
 
 
 def cross_entropy(logits, targets, mask=None, ignore_index=-100, reduction="mean",
@@ -142,9 +145,10 @@ def cross_entropy(logits, targets, mask=None, ignore_index=-100, reduction="mean
         nll = (1.0 - eps) * nll - eps * np.mean(logp, axis=-1)
         grad -= eps / C
 
-    w, _ = _weights(mask, t.shape, t.shape)
-    w = valid.astype(np.float64) if w is None else w * valid
-    return _reduce(nll, grad, w, float(w.sum()), reduction, x.dtype, gw=w[..., None])
+    w = _mask(mask, t.shape, x.dtype)
+    if ignore_index is not None:
+        w = valid.astype(x.dtype) if w is None else w * valid
+    return _reduce(nll, grad, w, reduction)
 
 
 def binary_cross_entropy_with_logits(logits, targets, mask=None, reduction="mean",
@@ -157,15 +161,16 @@ def binary_cross_entropy_with_logits(logits, targets, mask=None, reduction="mean
     """
     _check_reduction(reduction)
     x = _float(logits, "logits")
-    y = np.asarray(targets)
+    y = _to_numpy(targets)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"targets: expected real numbers, got dtype {y.dtype}")
     if y.shape != x.shape:
         raise ValueError(f"targets: expected shape {tuple(x.shape)}, got {tuple(y.shape)}")
     y = y.astype(x.dtype, copy=False)
-    # log(1 + exp(-|x|)) never overflows; max(-x, 0) + that = -log sigmoid(x)
-    sp_neg = np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))   # -log sigmoid(x)
-    sig = expit(x)
+    # only exp(-|x|) is ever taken, so nothing overflows for |x| ~ 1e4
+    e = np.exp(-np.abs(x))
+    sp_neg = np.maximum(-x, 0) + np.log1p(e)   # -log sigmoid(x)
+    sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
     if pos_weight is None:
         elem = (1 - y) * x + sp_neg
         grad = sig - y
@@ -180,8 +185,7 @@ def binary_cross_entropy_with_logits(logits, targets, mask=None, reduction="mean
         lw = 1 + (p - 1) * y
         elem = (1 - y) * x + lw * sp_neg
         grad = lw * sig - p * y
-    w, count = _weights(mask, x.shape, x.shape)
-    return _reduce(elem, grad, w, count, reduction, x.dtype)
+    return _reduce(elem, grad, _mask(mask, x.shape, x.dtype), reduction)
 
 
 def mse_loss(pred, target, mask=None, reduction="mean"):
@@ -192,5 +196,4 @@ def mse_loss(pred, target, mask=None, reduction="mean"):
     if t.shape != x.shape:
         raise ValueError(f"target: expected shape {tuple(x.shape)}, got {tuple(t.shape)}")
     d = x - t.astype(x.dtype, copy=False)
-    w, count = _weights(mask, x.shape, x.shape)
-    return _reduce(d * d, 2.0 * d, w, count, reduction, x.dtype)
+    return _reduce(d * d, 2.0 * d, _mask(mask, x.shape, x.dtype), reduction)

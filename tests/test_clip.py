@@ -16,7 +16,7 @@ def _grads(seed, scale, dtype=np.float64):
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf, "inf"])
-@pytest.mark.parametrize("scale,max_norm", [(1.0, 0.5), (0.01, 5.0), (1.0, 0.0)])
+@pytest.mark.parametrize("scale,max_norm", [(1.0, 0.5), (0.25, 1.0), (0.01, 5.0), (1.0, 0.0)])
 def test_clip_grad_norm_matches_torch(norm_type, scale, max_norm):
     torch = require_torch()
     gs = _grads(0, scale)

@@ -227,6 +227,12 @@ def test_load_state_dict_reports_every_problem_and_changes_nothing():
         assert part in msg
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+    # strict=False skips absent/extra keys but still loads what matches
+    m.load_state_dict({"head.bias": np.full(3, 7.0), "extra": 1}, strict=False)
+    assert np.all(m.head.params["bias"] == 7.0)
+    with pytest.raises(ValueError, match="head.bias"):
+        m.load_state_dict({"head.bias": np.zeros(4)}, strict=False)
+    m.load_state_dict(before)
     # a valid load converts dtype and calls params_updated
     seen = []
     m.head.params_updated = lambda: seen.append(1)
