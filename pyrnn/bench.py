@@ -76,7 +76,8 @@ def _blas_limits(n):
 
 def sgemm_peak(threads, n=2048, repeats=3):
     """Best GFLOP/s of scipy.linalg.blas.sgemm on an n x n float32 problem with the
-    given BLAS thread count. Returns a dict with the figures."""
+    given BLAS thread count (the BLAS pyrnn's core calls). Returns a dict with the
+    figures; ``pyrnn bench`` measures it before and after the grid and keeps the best."""
     from scipy.linalg import blas
     rng = np.random.default_rng(0)
     a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
@@ -854,7 +855,7 @@ def main(argv=None):
         peaks[str(t)] = sgemm_peak(t, a.sgemm_n, repeats=2 if q else 3)
         log(f"sgemm peak, {t} thread(s): {peaks[str(t)]['gflops']:.1f} GFLOP/s")
     if any(t > 1 for t in a.threads):
-        time.sleep(a.settle)
+        time.sleep(a.settle)  # scipy's BLAS workers spin after the sgemm
 
     report = {"schema": 1, "kind": "stream" if a.stream else "grid",
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -874,6 +875,16 @@ def main(argv=None):
         text = format_stream(report["stream"], peers)
     else:
         report["results"] = _run_grid(a, peers, notes, peaks, log)
+        # measure the peak again: a busy moment at the start must not inflate %peak
+        for t in a.threads:
+            again = sgemm_peak(t, a.sgemm_n, repeats=2 if q else 3)
+            pk = peaks[str(t)]
+            pk["samples_s"] += again["samples_s"]
+            pk["gflops"] = max(pk["gflops"], again["gflops"])
+        for e in report["results"]:
+            peak = peaks[str(e["threads"])]["gflops"]
+            for fig in e["peers"].values():
+                fig["pct_peak"] = 100.0 * fig["gflops"] / peak
         text = format_grid(report["results"], peers, peaks)
     print(text)
     if notes:
