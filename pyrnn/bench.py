@@ -643,8 +643,23 @@ def _machine():
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "usable_cpus": usable}
+            "usable_cpus": usable, "loadavg_1min": load}
+
+
+def _busy_note(machine):
+    # other processes on the cores distort every figure; say so next to them. Checked
+    # before the run only: during it, the load average counts this process too
+    load = machine.get("loadavg_1min")
+    cpus = machine.get("usable_cpus") or 1
+    if load is not None and load > cpus * 0.75 + 0.5:
+        return (f"machine busy: 1-minute load average {load:.1f} on {cpus} CPUs; "
+                "other processes share the cores, so the figures are noisy")
+    return None
 
 
 def _summary(number, secs, flop, peak):
@@ -850,6 +865,11 @@ def main(argv=None):
     _, why = pyrnn_core()
     if why:
         _note(notes, why)
+    machine = _machine()
+    busy = _busy_note(machine)
+    if busy:
+        _note(notes, busy)
+        log(busy)
     peaks = {}
     for t in a.threads:
         peaks[str(t)] = sgemm_peak(t, a.sgemm_n, repeats=2 if q else 3)
@@ -860,7 +880,7 @@ def main(argv=None):
     report = {"schema": 1, "kind": "stream" if a.stream else "grid",
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": "pyrnn bench " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": _machine(), "versions": _versions(),
+              "machine": machine, "versions": _versions(),
               "settings": {"cells": a.cells, "shapes": [list(s) for s in a.shapes],
                            "threads": a.threads, "peers": peers, "modes": a.mode,
                            "repeats": a.repeats, "min_time": a.min_time, "settle": a.settle,
