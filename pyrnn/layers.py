@@ -4,6 +4,8 @@ Python validates shapes and dtypes and allocates; every time loop runs in the
 compiled core (pyrnn._core), one call per layer and direction, with the GIL
 released. The math is stated plainly in pyrnn/reference.py.
 """
+import threading
+
 import numpy as np
 
 from . import _core
@@ -177,7 +179,40 @@ class _RNNBase(Module):
                 for name, shape in shapes:
                     arrays[name] = init_rng.uniform(-k, k, size=shape)
         self._init_params(arrays)
+        self._lock = threading.RLock()
+        self._version = 0
+        self._snapshot = None
         limit_blas_threads()
+
+    # -- parameter changes and weight snapshots for streams ------------------
+    def params_updated(self):
+        """Call after changing parameters in place (optimizers and
+        load_state_dict do): streams pick up the new weights at their next step."""
+        with self._lock:
+            self._version += 1
+            self._snapshot = None
+        super().params_updated()
+
+    def load_state_dict(self, state_dict):
+        # Under the lock so that a stream never snapshots half-copied weights.
+        with self._lock:
+            super().load_state_dict(state_dict)
+
+    def stream_snapshot(self):
+        """(version, per-layer weights) copied under the lock; streams step on
+        these copies, so a concurrent load_state_dict can never tear a step."""
+        with self._lock:
+            if self._snapshot is None:
+                specs = []
+                for layer in range(self.num_layers):
+                    w = {k: (np.array(v, copy=True) if v is not None else None)
+                         for k, v in self._weights(layer, 0).items()}
+                    bx, bhn = fused_biases(self.mode, self.hidden_size, w["b_ih"], w["b_hh"],
+                                           self.dtype)
+                    specs.append({"Wih": w["Wih"], "Whh": w["Whh"], "Whr": w["Whr"],
+                                  "bx": bx, "bhn": bhn})
+                self._snapshot = (self._version, specs)
+            return self._snapshot
 
     # -- description -------------------------------------------------------
     @property

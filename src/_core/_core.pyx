@@ -15,6 +15,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint32_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from blas cimport gemm
@@ -485,3 +486,142 @@ cdef extern from *:
     #endif
     """
     int PYRNN_OPENMP
+
+
+# ---------------------------------------------------------------- streaming
+
+cdef struct StreamLayer:
+    int kind, Ni, H, P, G, proj
+    void *Wih
+    void *Whh
+    void *Whr
+    void *bx
+    void *bhn
+    void *h      # state (B, P), updated in place
+    void *c      # state (B, H), LSTM
+    void *gx     # (B, G*H) input projection
+    void *gh     # (B, G*H) recurrent projection (GRU-RB: r,z block then n block)
+    void *A      # (B, G*H) GRU-RB gates
+    void *X2     # (B, H) GRU-RB r*h
+    void *M      # (B, H) LSTM-proj m
+    void *hn     # (B, P) new h
+    void *cn     # (B, H) new c
+    void *y      # (B, P) layer output (input of the next layer)
+
+
+cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept nogil:
+    cdef int H = L.H, P = L.P, GH = L.G * L.H, kind = L.kind
+    cdef const floating *Whh = <floating *> L.Whh
+    cdef floating *h = <floating *> L.h
+    cdef floating *gx = <floating *> L.gx
+    cdef floating *gh = <floating *> L.gh
+    cdef floating *hn = <floating *> L.hn
+    cdef floating *y = <floating *> L.y
+    cdef floating *X2 = <floating *> L.X2
+    gemm(False, True, B, GH, L.Ni, <floating> 1, x, L.Ni, <floating *> L.Wih, L.Ni,
+         <floating> 0, gx, GH)
+    if kind == K_RNN_TANH or kind == K_RNN_RELU:
+        gemm(False, True, B, H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
+        rnn_fwd(kind == K_RNN_RELU, B, H, NULL, 0, gx, <floating *> L.bx, gh, h, hn, y, P,
+                <floating *> NULL)
+    elif kind == K_LSTM:
+        gemm(False, True, B, GH, P, <floating> 1, h, P, Whh, P, <floating> 0, gh, GH)
+        if L.proj:
+            lstm_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
+                     <floating *> L.cn, <floating *> NULL, <floating *> L.M, <floating *> NULL,
+                     0, <floating *> NULL, <floating *> NULL)
+            gemm(False, True, B, P, H, <floating> 1, <floating *> L.M, H,
+                 <floating *> L.Whr, H, <floating> 0, hn, P)
+            proj_finish(B, P, NULL, 0, h, hn, y, P)
+        else:
+            lstm_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
+                     <floating *> L.cn, h, hn, y, P, <floating *> NULL, <floating *> NULL)
+        memcpy(L.c, L.cn, <size_t> B * H * sizeof(floating))
+    elif kind == K_GRU:
+        gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
+        gru_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.bhn, h, hn, y, P,
+                <floating *> NULL, <floating *> NULL)
+    elif kind == K_GRU_RB:
+        gemm(False, True, B, 2 * H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, 2 * H)
+        grb_fwd1(B, H, NULL, 0, gx, <floating *> L.bx, gh, h, <floating *> L.A, X2)
+        gemm(False, True, B, H, H, <floating> 1, X2, H, Whh + <size_t> 2 * H * H, H,
+             <floating> 0, gh + <size_t> B * 2 * H, H)
+        grb_fwd2(B, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
+                 <floating *> L.A, hn, y, P)
+    else:
+        gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
+        mgru_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, h, hn, y, P, <floating *> NULL)
+    memcpy(h, hn, <size_t> B * P * sizeof(floating))
+
+
+cdef void stream_run(StreamLayer *layers, int nl, int B, const floating *x,
+                     floating *out) noexcept nogil:
+    cdef int l
+    cdef const floating *inp = x
+    for l in range(nl):
+        stream_layer_step(&layers[l], B, inp)
+        inp = <floating *> layers[l].y
+    memcpy(out, inp, <size_t> B * layers[nl - 1].P * sizeof(floating))
+
+
+cdef class StreamCore:
+    """One step of a stack of unidirectional layers in one call, GIL released:
+    no Python and no allocation per layer or per step. Holds references to
+    every array it points into, so a weight snapshot stays alive while any
+    step that uses it runs."""
+    cdef StreamLayer *layers
+    cdef int nl, B
+    cdef bint double
+    cdef list keep
+
+    def __cinit__(self, int B, bint double, list specs):
+        self.layers = NULL
+        self.nl = len(specs)
+        self.B = B
+        self.double = double
+        self.keep = []
+        if self.nl == 0:
+            raise ValueError("StreamCore needs at least one layer")
+        self.layers = <StreamLayer *> calloc(self.nl, sizeof(StreamLayer))
+        if self.layers == NULL:
+            raise MemoryError()
+        cdef int l
+        cdef StreamLayer *L
+        for l in range(self.nl):
+            d = specs[l]
+            self.keep.append(d)
+            L = &self.layers[l]
+            L.kind, L.Ni, L.H, L.P = d["kind"], d["I"], d["H"], d["P"]
+            L.G = GATES[L.kind]
+            L.proj = d.get("Whr") is not None
+            L.Wih, L.Whh, L.Whr = ptr(d["Wih"]), ptr(d["Whh"]), ptr(d.get("Whr"))
+            L.bx, L.bhn = ptr(d["bx"]), ptr(d.get("bhn"))
+            L.h, L.c = ptr(d["h"]), ptr(d.get("c"))
+            L.gx, L.gh, L.A = ptr(d["gx"]), ptr(d["gh"]), ptr(d.get("A"))
+            L.X2, L.M = ptr(d.get("X2")), ptr(d.get("M"))
+            L.hn, L.cn, L.y = ptr(d["hn"]), ptr(d.get("cn")), ptr(d["y"])
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    def set_weights(self, list specs):
+        """Point every layer at new weight arrays (same shapes), e.g. after
+        the model's parameters were replaced."""
+        cdef int l
+        cdef StreamLayer *L
+        for l in range(self.nl):
+            d = specs[l]
+            self.keep[l] = dict(self.keep[l], **d)
+            L = &self.layers[l]
+            L.Wih, L.Whh, L.Whr = ptr(d["Wih"]), ptr(d["Whh"]), ptr(d.get("Whr"))
+            L.bx, L.bhn = ptr(d["bx"]), ptr(d.get("bhn"))
+
+    def step(self, cnp.ndarray x, cnp.ndarray out):
+        """x: (B, I) C-contiguous in the stream's dtype; out: (B, P_last)."""
+        cdef void *px = cnp.PyArray_DATA(x)
+        cdef void *po = cnp.PyArray_DATA(out)
+        with nogil:
+            if self.double:
+                stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po)
+            else:
+                stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po)

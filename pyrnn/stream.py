@@ -1,0 +1,136 @@
+"""Streaming, stateful inference for servers: one time step at a time.
+
+    stream = pyrnn.stream.Stream(lstm, batch_size=1)
+    for x_t in frames:
+        y_t = stream.step(x_t)        # (B, H_out), or (H_out,) for 1-D input
+
+A step of the whole stack is ONE compiled call with the GIL released: no
+Python and no allocation per layer (the returned array is the stream's own
+output buffer, overwritten by the next step: copy it to keep it). Streams
+step on a snapshot of the layer's weights; after ``load_state_dict`` (or any
+``params_updated()``) each stream switches to the new weights at its next
+step, so a step never sees half-updated weights. Many streams may share one
+layer and run from many threads; one stream must not be stepped by two
+threads at once (that raises RuntimeError).
+"""
+import threading
+
+import numpy as np
+
+from . import _core
+from .layers import KINDS, _RNNBase, _check_int
+from .nn import as_float_array
+
+__all__ = ["Stream"]
+
+
+class Stream:
+    """Step a unidirectional (stacked) RNN/GRU/LSTM/MinimalGRU one time step at a time."""
+
+    def __init__(self, layer, batch_size=1):
+        if not isinstance(layer, _RNNBase):
+            raise TypeError(f"layer: expected a pyrnn RNN, GRU, LSTM or MinimalGRU, got "
+                            f"{type(layer).__name__}")
+        if layer.bidirectional:
+            raise ValueError("layer: a bidirectional layer cannot stream (its reverse direction "
+                             "needs the whole sequence); use a unidirectional layer")
+        self.layer = layer
+        self.batch_size = B = _check_int("batch_size", batch_size, 1)
+        dt = layer.dtype
+        self.dtype = dt
+        mode, G = layer.mode, KINDS[layer.mode][1]
+        H, P = layer.hidden_size, layer.output_size
+        self._lstm = mode == "LSTM"
+        self._h = np.zeros((layer.num_layers, B, P), dt)
+        self._c = np.zeros((layer.num_layers, B, H), dt) if self._lstm else None
+        version, weights = layer.stream_snapshot()
+        specs = []
+        for k in range(layer.num_layers):
+            spec = dict(weights[k])
+            spec.update(
+                kind=KINDS[mode][0], I=layer.input_size if k == 0 else P, H=H, P=P,
+                h=self._h[k], c=self._c[k] if self._lstm else None,
+                gx=np.empty((B, G * H), dt), gh=np.empty((B, G * H), dt),
+                A=np.empty((B, G * H), dt) if mode == "GRU_RB" else None,
+                X2=np.empty((B, H), dt) if mode == "GRU_RB" else None,
+                M=np.empty((B, H), dt) if layer.proj_size else None,
+                hn=np.empty((B, P), dt), cn=np.empty((B, H), dt) if self._lstm else None,
+                y=np.empty((B, P), dt))
+            specs.append(spec)
+        self._core = _core.StreamCore(B, dt == np.float64, specs)
+        self._version = version
+        self._out = np.zeros((B, P), dt)
+        self._busy = threading.Lock()
+
+    def _refresh(self):
+        version, weights = self.layer.stream_snapshot()
+        self._core.set_weights(weights)
+        self._version = version
+
+    def step(self, x):
+        """Advance one time step. x: (B, I), or (I,) when batch_size == 1.
+        Returns the top layer's output (B, H_out) / (H_out,), a buffer that the
+        next step overwrites."""
+        layer = self.layer
+        x = as_float_array(x, self.dtype, "x")
+        one_d = x.ndim == 1
+        want = (self.batch_size, layer.input_size)
+        if (one_d and (self.batch_size != 1 or x.shape[0] != layer.input_size)) or \
+                (not one_d and x.shape != want):
+            raise ValueError(f"x: expected shape {want}"
+                             + (f" or ({layer.input_size},)" if self.batch_size == 1 else "")
+                             + f", got {x.shape}")
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this stream is being stepped by another thread; "
+                               "give each thread its own Stream")
+        try:
+            if layer._version != self._version:
+                self._refresh()
+            self._core.step(x.reshape(want) if one_d else x, self._out)
+        finally:
+            self._busy.release()
+        return self._out[0] if one_d else self._out
+
+    def reset(self, rows=None):
+        """Zero the state of every row, or of the given row indices."""
+        if rows is None:
+            self._h[...] = 0
+            if self._lstm:
+                self._c[...] = 0
+            return
+        idx = np.asarray(rows)
+        if idx.dtype.kind not in "iub":
+            raise TypeError(f"rows: expected integer indices or a bool mask, got {idx.dtype}")
+        if idx.dtype.kind != "b" and idx.size and (idx.min() < -self.batch_size
+                                                   or idx.max() >= self.batch_size):
+            raise ValueError(f"rows: indices must be in [0, {self.batch_size}), got {rows}")
+        self._h[:, idx] = 0
+        if self._lstm:
+            self._c[:, idx] = 0
+
+    @property
+    def state(self):
+        """A copy of the state: h (num_layers, B, H_out), or (h, c) for LSTM."""
+        if self._lstm:
+            return self._h.copy(), self._c.copy()
+        return self._h.copy()
+
+    @state.setter
+    def state(self, value):
+        if self._lstm:
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise TypeError("state: LSTM streams take a tuple (h, c)")
+            h, c = value
+            c = as_float_array(c, self.dtype, "state[1] (c)")
+            if c.shape != self._c.shape:
+                raise ValueError(f"state[1] (c): expected shape {self._c.shape}, got {c.shape}")
+        else:
+            h = value
+        h = as_float_array(h, self.dtype, "state" + ("[0] (h)" if self._lstm else ""))
+        if h.shape != self._h.shape:
+            raise ValueError(f"state: expected shape {self._h.shape}, got {h.shape}")
+        self._h[...] = h
+        if self._lstm:
+            self._c[...] = c
