@@ -251,8 +251,9 @@ class Trainer:
         return -(-(n_rows - 1) // self.k1)
 
     def fit(self, train_ids, steps=None, epochs=None, valid_ids=None, eval_every=None,
-            eval_batch_size=None):
-        """Train until ``steps`` optimizer steps in total (or ``epochs`` passes).
+            eval_batch_size=None, max_time=None):
+        """Train until ``steps`` optimizer steps in total (or ``epochs`` passes),
+        or until ``max_time`` seconds have passed (then the bar counts seconds).
 
         ``steps`` counts from the start of the run, so after :meth:`resume`
         the same call finishes the same run. ``valid_ids`` is evaluated every
@@ -280,13 +281,20 @@ class Trainer:
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=steps, initial=min(self.step, steps), unit="step",
-                       dynamic_ncols=True, leave=True)
+            if max_time is None:
+                bar = tqdm(total=steps, initial=min(self.step, steps), unit="step",
+                           dynamic_ncols=True, leave=True)
+            else:
+                bar = tqdm(total=round(float(max_time)), unit="s", dynamic_ncols=True,
+                           leave=True, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt}s "
+                                                  "[{postfix}]")
         tokens, t0, smooth = 0, time.perf_counter(), None
         valid = None
         try:
             with _Interrupts() as sig:
                 while self.step < steps:
+                    if max_time is not None and time.perf_counter() - t0 >= max_time:
+                        break
                     rec = self._train_step(data)
                     tokens += rec["tokens"]
                     smooth = rec["loss"] if smooth is None else 0.98 * smooth + 0.02 * rec["loss"]
@@ -295,7 +303,10 @@ class Trainer:
                         bar.set_postfix({"loss": f"{smooth:.3f}",
                                          f"bp{self.unit[0]}": f"{smooth / _LN2:.3f}",
                                          f"{self.unit}/s": f"{rate:,.0f}"}, refresh=False)
-                        bar.update(1)
+                        if max_time is None:
+                            bar.update(1)
+                        else:
+                            bar.update(min(time.perf_counter() - t0, bar.total) - bar.n)
                     logs = dict(rec, event="step",
                                 tokens_per_s=tokens / max(time.perf_counter() - t0, 1e-9))
                     for cb in self.callbacks:
