@@ -13,8 +13,6 @@ step, so a step never sees half-updated weights. Many streams may share one
 layer and run from many threads; one stream must not be stepped by two
 threads at once (that raises RuntimeError).
 """
-import threading
-
 import numpy as np
 
 from . import _core
@@ -59,10 +57,10 @@ class Stream:
             specs.append(spec)
         self._core = _core.StreamCore(B, dt == np.float64, specs)
         self._version = version
-        self._out = np.zeros((B, P), dt)
-        self._busy = threading.Lock()
 
     def _refresh(self):
+        # A refresh racing a step is harmless: the core keeps the old
+        # snapshot alive until set_weights swaps the pointers, under the GIL.
         version, weights = self.layer.stream_snapshot()
         self._core.set_weights(weights)
         self._version = version
@@ -71,27 +69,20 @@ class Stream:
         """Advance one time step. x: (B, I), or (I,) when batch_size == 1.
         Returns the top layer's output (B, H_out) / (H_out,), a buffer that the
         next step overwrites."""
+        if self.layer._version != self._version:
+            self._refresh()
+        y = self._core.step(x)          # fast path: right dtype, shape, layout
+        if y is not None:
+            return y
         layer = self.layer
         x = as_float_array(x, self.dtype, "x")
-        one_d = x.ndim == 1
         want = (self.batch_size, layer.input_size)
-        if (one_d and (self.batch_size != 1 or x.shape[0] != layer.input_size)) or \
-                (not one_d and x.shape != want):
+        if x.shape != want and not (x.ndim == 1 and self.batch_size == 1
+                                    and x.shape[0] == layer.input_size):
             raise ValueError(f"x: expected shape {want}"
                              + (f" or ({layer.input_size},)" if self.batch_size == 1 else "")
                              + f", got {x.shape}")
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError("this stream is being stepped by another thread; "
-                               "give each thread its own Stream")
-        try:
-            if layer._version != self._version:
-                self._refresh()
-            self._core.step(x.reshape(want) if one_d else x, self._out)
-        finally:
-            self._busy.release()
-        return self._out[0] if one_d else self._out
+        return self._core.step(np.ascontiguousarray(x))
 
     def reset(self, rows=None):
         """Zero the state of every row, or of the given row indices."""

@@ -570,9 +570,10 @@ cdef class StreamCore:
     every array it points into, so a weight snapshot stays alive while any
     step that uses it runs."""
     cdef StreamLayer *layers
-    cdef int nl, B
+    cdef int nl, B, Ni, busy
     cdef bint double
     cdef list keep
+    cdef object out2, out1
 
     def __cinit__(self, int B, bint double, list specs):
         self.layers = NULL
@@ -580,6 +581,7 @@ cdef class StreamCore:
         self.B = B
         self.double = double
         self.keep = []
+        self.busy = 0
         if self.nl == 0:
             raise ValueError("StreamCore needs at least one layer")
         self.layers = <StreamLayer *> calloc(self.nl, sizeof(StreamLayer))
@@ -600,6 +602,9 @@ cdef class StreamCore:
             L.gx, L.gh, L.A = ptr(d["gx"]), ptr(d["gh"]), ptr(d.get("A"))
             L.X2, L.M = ptr(d.get("X2")), ptr(d.get("M"))
             L.hn, L.cn, L.y = ptr(d["hn"]), ptr(d.get("cn")), ptr(d["y"])
+        self.Ni = self.layers[0].Ni
+        self.out2 = np.zeros((B, self.layers[self.nl - 1].P), np.float64 if double else np.float32)
+        self.out1 = self.out2[0]
 
     def __dealloc__(self):
         free(self.layers)
@@ -609,6 +614,9 @@ cdef class StreamCore:
         the model's parameters were replaced."""
         cdef int l
         cdef StreamLayer *L
+        if self.busy:  # a step on another thread still reads the old arrays
+            raise RuntimeError("this stream is being stepped by another thread; "
+                               "give each thread its own Stream")
         for l in range(self.nl):
             d = specs[l]
             self.keep[l] = dict(self.keep[l], **d)
@@ -616,12 +624,35 @@ cdef class StreamCore:
             L.Wih, L.Whh, L.Whr = ptr(d["Wih"]), ptr(d["Whh"]), ptr(d.get("Whr"))
             L.bx, L.bhn = ptr(d["bx"]), ptr(d.get("bhn"))
 
-    def step(self, cnp.ndarray x, cnp.ndarray out):
-        """x: (B, I) C-contiguous in the stream's dtype; out: (B, P_last)."""
-        cdef void *px = cnp.PyArray_DATA(x)
-        cdef void *po = cnp.PyArray_DATA(out)
-        with nogil:
-            if self.double:
-                stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po)
-            else:
-                stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po)
+    def step(self, x):
+        """Advance one step. x: (B, I) or, when B == 1, (I,), C-contiguous in
+        the stream's dtype; returns the output buffer (B, P) / (P,), or None
+        when x is not in that form (the caller converts and retries)."""
+        if type(x) is not np.ndarray:
+            return None
+        cdef cnp.ndarray a = <cnp.ndarray> x
+        cdef int nd = cnp.PyArray_NDIM(a)
+        if cnp.PyArray_TYPE(a) != (cnp.NPY_DOUBLE if self.double else cnp.NPY_FLOAT):
+            return None
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            return None
+        if nd == 2:
+            if a.shape[0] != self.B or a.shape[1] != self.Ni:
+                return None
+        elif nd != 1 or self.B != 1 or a.shape[0] != self.Ni:
+            return None
+        if self.busy:
+            raise RuntimeError("this stream is being stepped by another thread; "
+                               "give each thread its own Stream")
+        cdef void *px = cnp.PyArray_DATA(a)
+        cdef void *po = cnp.PyArray_DATA(<cnp.ndarray> self.out2)
+        self.busy = 1
+        try:
+            with nogil:
+                if self.double:
+                    stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po)
+                else:
+                    stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po)
+        finally:
+            self.busy = 0
+        return self.out2 if nd == 2 else self.out1
