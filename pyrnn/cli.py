@@ -224,7 +224,13 @@ def _load_model(path):
 def _stream_sample(model, vocab, prime, length, temperature, top_k=None, top_p=None,
                    seed=None, out=sys.stdout):
     """Write ``prime`` then each generated token as soon as it exists."""
-    ids = vocab.encode(prime)
+    import numpy as np
+    if prime is None:  # start as after a line break; print nothing for it
+        ids = vocab.encode("\n") if vocab.level == "char" or vocab.eos_id is None \
+            else np.array([vocab.eos_id], np.int64)
+        prime = ""
+    else:
+        ids = vocab.encode(prime)
     if ids.size == 0:
         raise UserError("--prime: the prime has no tokens at this model's level")
     word = vocab.level == "word"
@@ -296,9 +302,9 @@ def cmd_demo(a):
     opt = Adam(model, lr=4e-3)
     trainer = Trainer(model, opt, bptt=64, batch_size=32, clip_norm=5.0, unit="char",
                       on_interrupt="return", seed=a.seed)
-    # leave time for the held-out pass and the samples (estimated from the model size)
+    # leave time for the held-out pass, the samples and the save
     budget = a.minutes * 60.0
-    reserve = min(0.25 * budget, 4.0 + 3e-5 * _param_count(model) * 0.02 * a.layers)
+    reserve = min(0.2 * budget, 20.0)
     out = trainer.fit(train_ids, steps=10**9, max_time=max(budget - reserve, 1.0))
     if trainer.interrupted:
         _say("interrupted: evaluating and saving what was learned so far")
@@ -405,8 +411,7 @@ def cmd_sample(a):
         raise UserError(f"--length: expected a number >= 0, got {a.length}")
     if a.seed is not None and a.seed < 0:
         raise UserError(f"--seed: expected a number >= 0, got {a.seed}")
-    prime = a.prime if a.prime is not None else ("\n" if vocab.level == "char" else "<eos>")
-    _stream_sample(model, vocab, prime, a.length, a.temperature, a.top_k, a.top_p, a.seed)
+    _stream_sample(model, vocab, a.prime, a.length, a.temperature, a.top_k, a.top_p, a.seed)
     return 0
 
 

@@ -286,8 +286,8 @@ class Trainer:
                            dynamic_ncols=True, leave=True)
             else:
                 bar = tqdm(total=round(float(max_time)), unit="s", dynamic_ncols=True,
-                           leave=True, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt}s "
-                                                  "[{postfix}]")
+                           leave=True, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s "
+                                                  "[{elapsed}{postfix}]")
         tokens, t0, smooth = 0, time.perf_counter(), None
         valid = None
         try:

@@ -216,3 +216,12 @@ def test_resume_rejects_other_settings(tmp_path):
     tr3.resume(p)
     with pytest.raises(ValueError, match="differ"):
         tr3.fit(_ids(200, 7, seed=1), steps=4)
+
+
+def test_max_time_stops_training():
+    model = _lm(dtype=np.float32)
+    tr = Trainer(model, Adam(model), bptt=5, batch_size=4, progress=False)
+    tr.fit(_ids(400, 7), steps=1000, max_time=0.0)
+    assert tr.step == 0
+    tr.fit(_ids(400, 7), steps=10**6, max_time=0.3)
+    assert 1 <= tr.step < 10**6
