@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import pyrnn.io
-from pyrnn import losses, optim
+from pyrnn import clip, losses, optim, tasks
 from pyrnn.models import LanguageModel, Seq2Seq, SequenceClassifier, SequenceTagger
 
 from _oracle import fd_check, require_torch
@@ -136,3 +136,101 @@ def test_lm_matches_torch_training_50_steps():
     assert lt[-1] < lt[0] - 0.1  # it did learn something
     np.testing.assert_allclose(lp, lt, rtol=1e-3)
     assert np.max(np.abs(lp - lt) / lt) < 1e-8  # float64 on both sides: far tighter in fact
+
+
+# ---------------------------------------------------------------- learning
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread():
+    # pyrnn's own threads own the cores; numpy's BLAS (used by Linear) spinning
+    # extra threads beside them makes the small GEMMs here several times slower
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def _train(model, batch_fn, metric_fn, good, max_steps, lr=0.01, every=50):
+    """Adam + clipping until metric_fn() is good (checked every ``every`` steps)."""
+    opt = optim.Adam(model, lr=lr)
+    t0 = time.perf_counter()
+    metric = metric_fn()
+    for step in range(1, max_steps + 1):
+        opt.zero_grad()
+        batch_fn()
+        clip.clip_grad_norm(model, 1.0)
+        opt.step()
+        if step % every == 0:
+            metric = metric_fn()
+            if good(metric):
+                break
+    print(f"{type(model).__name__}: metric {metric:.4f} after {step} steps, "
+          f"{time.perf_counter() - t0:.1f} s")
+    return metric
+
+
+def test_adding_problem_T50_learns():
+    rng = np.random.default_rng(0)
+    m = SequenceClassifier(input_size=2, num_classes=1, hidden_size=64, seed=0)
+    xv, yv = tasks.adding_problem(1000, 50, rng=123)
+
+    def batch():
+        x, y = tasks.adding_problem(64, 50, rng=rng)
+        p, back = m.forward_train(x)
+        back(losses.mse_loss(p, y)[1])
+
+    mse = _train(m, batch, lambda: losses.mse_loss(m(xv), yv)[0], lambda v: v < 0.005,
+                 max_steps=1500)
+    assert mse < 0.01  # a constant guess scores ~0.167
+
+
+def test_digit_reversal_seq2seq_learns():
+    rng = np.random.default_rng(0)
+    m = Seq2Seq(tasks.DIGIT_VOCAB, tasks.DIGIT_VOCAB, embed_size=16, hidden_size=96, seed=0)
+    v = tasks.digit_reversal(1000, 3, 7, rng=123)
+
+    def batch():
+        d = tasks.digit_reversal(64, 3, 7, rng=rng)
+        lg, back = m.forward_train(d["src"], d["src_lengths"], d["tgt_in"])
+        back(losses.cross_entropy(lg, d["tgt_out"], mask=d["tgt_mask"])[1])
+
+    def exact():
+        out = m.greedy_decode(v["src"], v["src_lengths"], 8, tasks.DIGIT_BOS, tasks.DIGIT_EOS,
+                              pad_id=tasks.DIGIT_PAD)
+        T = v["tgt_out"].shape[0]
+        return np.all((out[:T] == v["tgt_out"]) | ~v["tgt_mask"], axis=0).mean()
+
+    acc = _train(m, batch, exact, lambda a: a >= 0.98, max_steps=1000)
+    assert acc >= 0.95
+
+
+def test_name_tagging_learns():
+    rng = np.random.default_rng(0)
+    m = SequenceTagger(tasks.TAG_VOCAB, 2, embed_size=16, hidden_size=32, seed=0)
+    vi, vl, vt = tasks.name_tagging(1000, rng=123)
+    vmask = np.arange(vi.shape[0])[:, None] < vl[None]
+    assert 0.5 < (vt[vmask] == 0).mean() < 0.8  # the majority tag alone is far from the bar
+
+    def batch():
+        i, lens, t = tasks.name_tagging(32, rng=rng)
+        lg, back = m.forward_train(i, lens)
+        back(losses.cross_entropy(lg, t, mask=np.arange(i.shape[0])[:, None] < lens[None])[1])
+
+    acc = _train(m, batch, lambda: (m.predict(vi, vl) == vt)[vmask].mean(),
+                 lambda a: a >= 0.995, max_steps=1000)
+    assert acc >= 0.98
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_first_marker_classifier_learns(pooling):
+    rng = np.random.default_rng(0)
+    m = SequenceClassifier(20, 4, embed_size=16, hidden_size=32, pooling=pooling, seed=0)
+    vi, vl, vy = tasks.first_marker(1000, rng=123)
+
+    def batch():
+        i, lens, y = tasks.first_marker(32, rng=rng)
+        lg, back = m.forward_train(i, lens)
+        back(losses.cross_entropy(lg, y)[1])
+
+    acc = _train(m, batch, lambda: (m.predict(vi, vl) == vy).mean(), lambda a: a >= 0.99,
+                 max_steps=1500)
+    assert acc >= 0.95
