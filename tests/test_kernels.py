@@ -1,0 +1,155 @@
+"""Kernel-level controls: SIMD approximations, scalar vs SIMD, threads, OpenMP, the GIL."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import pyrnn
+from pyrnn import _core
+from _oracle import random_params
+from conftest import make_layer
+
+MODES = [("RNN_TANH", 0), ("RNN_RELU", 0), ("GRU", 0), ("GRU_RB", 0), ("MGRU", 0), ("LSTM", 0),
+         ("LSTM", 3)]
+IDS = [m + ("+proj" if p else "") for m, p in MODES]
+LENGTHS = [7, 0, 3, 9, 1, 9, 5, 2, 8, 4]
+
+
+def run(mode, proj, dtype, B=10, T=9, I=6, H=8, L=2, bi=True, seed=0):
+    """Forward + backward with lengths; returns every output as a flat list of arrays."""
+    layer = make_layer(mode, I, H, L, bi, proj, dtype=dtype)
+    layer.load_state_dict(random_params(mode, I, H, L, bi, proj_size=proj, dtype=dtype,
+                                        seed=seed))
+    rng = np.random.default_rng(seed)
+    D, Hout = (2 if bi else 1), proj or H
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    dy = rng.standard_normal((T, B, D * Hout)).astype(dtype)
+    lengths = np.array((LENGTHS * 3)[:B])
+    y, hn, bw = layer.forward_train(x, None, lengths)
+    dx, dhx = bw(dy)
+    y_inf, hn_inf = layer(x, None, lengths)
+    states = list(hn) if mode == "LSTM" else [hn]
+    dstates = list(dhx) if mode == "LSTM" else [dhx]
+    return [y, y_inf, dx] + states + dstates + [layer.grads[k] for k in sorted(layer.grads)]
+
+
+# ---------------------------------------------------------------- SIMD
+
+def test_simd_approximation_error():
+    if not _core.simd_available():
+        pytest.skip("AVX2+FMA not available on this CPU")
+    for which, name in ((0, "sigmoid"), (1, "tanh")):
+        err = _core.simd_max_error(which, 97)
+        assert np.isfinite(err) and err < 1e-6, f"SIMD {name} error {err:.3e}"
+
+
+def test_simd_activations_saturate_without_nan(restore_core):
+    # large |x| through a whole layer: outputs stay finite and in range with SIMD on
+    if _core.simd_available():
+        _core.set_simd(True)
+    layer = pyrnn.LSTM(4, 8, seed=0)
+    x = np.full((3, 9, 4), 1e30, np.float32)
+    x[:, 1::2] *= -1
+    y, (h, c) = layer(x)
+    assert np.all(np.isfinite(y)) and np.all(np.abs(y) <= 1)
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+def test_scalar_vs_simd(mode, proj, restore_core):
+    if not _core.simd_available():
+        pytest.skip("AVX2+FMA not available on this CPU")
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 0.0)):
+        _core.set_simd(False)
+        assert not _core.simd_active()
+        scalar = run(mode, proj, dtype)
+        _core.set_simd(True)
+        assert _core.simd_active()
+        vec = run(mode, proj, dtype)
+        for a, b in zip(scalar, vec):
+            if tol == 0.0:    # double kernels must not depend on the switch
+                np.testing.assert_array_equal(a, b)
+            else:
+                err = np.max(np.abs(a - b) / np.maximum(1, np.abs(a)))
+                assert err <= tol, f"scalar vs SIMD {dtype.__name__}: {err:.3e}"
+
+
+def test_env_forces_scalar():
+    code = "from pyrnn import _core; print(_core.simd_active())"
+    env = dict(os.environ, PYRNN_SIMD="scalar")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- threads
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+def test_thread_counts(mode, proj, restore_core):
+    res = {}
+    for n in (1, 2):
+        pyrnn.set_num_threads(n)
+        assert pyrnn.get_num_threads() == n
+        first = run(mode, proj, np.float32, B=12)
+        again = run(mode, proj, np.float32, B=12)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)   # same count: same bits
+        res[n] = first
+    for a, b in zip(res[1], res[2]):
+        err = np.max(np.abs(a - b) / np.maximum(1, np.abs(a)))
+        assert err <= 1e-5, f"1 vs 2 threads: {err:.3e}"
+
+
+def test_openmp_required_in_ci():
+    if os.environ.get("PYRNN_REQUIRE_OPENMP") != "1":
+        assert isinstance(_core.openmp_enabled(), bool)
+        pytest.skip("set PYRNN_REQUIRE_OPENMP=1 to require an OpenMP build")
+    assert _core.openmp_enabled() is True, "the extension was built without OpenMP"
+
+
+def test_num_threads_env():
+    code = "import pyrnn; print(pyrnn.get_num_threads())"
+    env = dict(os.environ, PYRNN_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
+def test_set_num_threads_rejects_bad_values(restore_core):
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        pyrnn.set_num_threads(0)
+    with pytest.raises(TypeError, match="integer"):
+        pyrnn.set_num_threads(1.5)
+
+
+def test_python_threads_at_once(restore_core):
+    # several Python threads in forward_train/backward concurrently = serial results
+    pyrnn.set_num_threads(1)
+    jobs = [(m, p, dt) for m, p in MODES for dt in (np.float32, np.float64)]
+    serial = [run(m, p, dt, seed=i) for i, (m, p, dt) in enumerate(jobs)]
+    out = [None] * len(jobs)
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def work(k):
+        try:
+            barrier.wait()
+            for i in range(k, len(jobs), 4):
+                for _ in range(3):
+                    out[i] = run(*jobs[i], seed=i)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(len(jobs)):
+        for a, b in zip(serial[i], out[i]):
+            np.testing.assert_array_equal(a, b)
