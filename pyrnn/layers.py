@@ -14,6 +14,9 @@ from .nn import Module, as_float_array, check_dtype, once
 
 __all__ = ["RNN", "GRU", "LSTM", "MinimalGRU"]
 
+# below this hidden size a batch-1 step is too short to share between threads
+SPLIT_MIN_HIDDEN = 64
+
 # mode name -> (core kind, gate count)
 KINDS = {"RNN_TANH": (0, 1), "RNN_RELU": (1, 1), "LSTM": (2, 4), "GRU": (3, 3),
          "GRU_RB": (4, 3), "MGRU": (5, 2)}
@@ -56,6 +59,11 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train):
              GX=np.empty((T * B, G * H), dt), GH=np.empty((B, G * H), dt))
     GA = H if G == 1 else G * H
     has_x2 = mode in ("LSTM", "GRU", "GRU_RB")
+    nt = get_num_threads()
+    if (B == 1 and not train and nt > 1 and H >= SPLIT_MIN_HIDDEN and not proj
+            and mode in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU", "MGRU")):
+        # batch 1: split the hidden units across threads (see src/_core/split1.h)
+        a["split"] = np.array([H * k // nt for k in range(nt + 1)], dtype=np.intc)
     if train:
         a["Hs"] = np.empty((T, B, P), dt)
         a["Cs"] = np.empty((T, B, H), dt) if mode == "LSTM" else None
@@ -69,11 +77,12 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train):
         a["X2"] = np.empty((B, H), dt) if mode == "GRU_RB" else None
         a["M"] = np.empty((B, H), dt) if proj else None
     _core.forward(kind, T, B, I, H, P, reverse, Y.strides[1] // dt.itemsize, train,
-                  lengths, dt == np.float64, get_num_threads(), a)
+                  lengths, dt == np.float64, nt, a)
     if not train:
         return None
     a.update(kind=kind, T=T, B=B, I=I, H=H, P=P, reverse=reverse, lengths=lengths)
     del a["GX"], a["GH"], a["Y"], a["hn"], a["cn"]
+    a.pop("split", None)
     return a
 
 

@@ -18,8 +18,19 @@ from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
+from scipy.linalg.cython_blas cimport sgemv, dgemv
+
 from blas cimport gemm
 from gates cimport *
+
+cdef extern from "split1.h" nogil:
+    ctypedef void (*pyrnn_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *, int *)
+    ctypedef void (*pyrnn_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *, double *, int *)
+    void pyrnn_set_gemv(pyrnn_sgemv_t s, pyrnn_dgemv_t d)
+    void split1_forward_f(int kind, int T, int H, int nthreads, const int *split, const float *GX, const float *Whh, const float *bx, const float *bhn, const float *h0, const float *c0, float *Y, int ldy, int reverse, const int64_t *len, float *hn, float *cn, float *hbuf, float *cbuf, float *gh)
+    void split1_forward_d(int kind, int T, int H, int nthreads, const int *split, const double *GX, const double *Whh, const double *bx, const double *bhn, const double *h0, const double *c0, double *Y, int ldy, int reverse, const int64_t *len, double *hn, double *cn, double *hbuf, double *cbuf, double *gh)
+
+pyrnn_set_gemv(<pyrnn_sgemv_t> sgemv, <pyrnn_dgemv_t> dgemv)
 
 cnp.import_array()
 
@@ -41,6 +52,9 @@ KINDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3, "GRU_RB": 4, "MGRU":
 cdef struct Seq:
     int kind, T, B, Ni, H, P, G, reverse, ldy, train, proj, accumulate_dx
     const int64_t *len
+    # batch-1 inference with hidden units split across nsplit threads
+    const int *split
+    int nsplit
     # parameters
     void *Wih
     void *Whh
@@ -182,15 +196,15 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
         elif kind == K_LSTM:
             gemm(False, True, nb, GH, P, <floating> 1, hp, P, Whh, P, <floating> 0, gh, GH)
             if s.proj:
-                lstm_fwd(nb, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
+                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
                          <floating *> NULL, 0, At, X2t)
                 gemm(False, True, nb, P, H, <floating> 1, Mt, H, Whr, H, <floating> 0, hd, P)
                 proj_finish(nb, P, ln, t, hp, hd, y, ldy)
             else:
-                lstm_fwd(nb, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
+                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU:
             gemm(False, True, nb, GH, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
-            gru_fwd(nb, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
+            gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
             gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
             grb_fwd1(nb, H, ln, t, gx, bx, gh, hp, At, X2t)
@@ -199,7 +213,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
             gemm(False, True, nb, GH, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
-            mgru_fwd(nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
+            mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
 
 cdef void input_proj_rows(Seq *s, floating *tag, int r0, int r1) noexcept nogil:
@@ -219,6 +233,20 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     else:
         for k in prange(n, schedule='static', num_threads=n):
             input_proj_rows(s, tag, split(rows, k, n), split(rows, k + 1, n))
+    if s.split != NULL:
+        if floating is float:
+            split1_forward_f(s.kind, s.T, s.H, s.nsplit, s.split, <float *> s.GX,
+                             <float *> s.Whh, <float *> s.bx, <float *> s.bhn,
+                             <float *> s.h0, <float *> s.c0, <float *> s.Y, s.ldy, s.reverse,
+                             s.len, <float *> s.hn, <float *> s.cn, <float *> s.hbuf,
+                             <float *> s.cbuf, <float *> s.GH)
+        else:
+            split1_forward_d(s.kind, s.T, s.H, s.nsplit, s.split, <double *> s.GX,
+                             <double *> s.Whh, <double *> s.bx, <double *> s.bhn,
+                             <double *> s.h0, <double *> s.c0, <double *> s.Y, s.ldy, s.reverse,
+                             s.len, <double *> s.hn, <double *> s.cn, <double *> s.hbuf,
+                             <double *> s.cbuf, <double *> s.GH)
+        return
     n = min(nt, s.B)
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
@@ -408,6 +436,9 @@ cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse
     s.dWih, s.dWhh, s.dWhr = ptr(a.get("dWih")), ptr(a.get("dWhh")), ptr(a.get("dWhr"))
     s.dbih, s.dbhh = ptr(a.get("dbih")), ptr(a.get("dbhh"))
     s.dhbuf, s.dcbuf, s.dmbuf = ptr(a.get("dhbuf")), ptr(a.get("dcbuf")), ptr(a.get("dmbuf"))
+    sp = a.get("split")
+    s.split = <const int *> ptr(sp)
+    s.nsplit = len(sp) - 1 if sp is not None else 0
 
 
 def forward(int kind, int T, int B, int Ni, int H, int P, bint reverse, int ldy,
@@ -527,19 +558,19 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept n
     elif kind == K_LSTM:
         gemm(False, True, B, GH, P, <floating> 1, h, P, Whh, P, <floating> 0, gh, GH)
         if L.proj:
-            lstm_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
+            lstm_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
                      <floating *> L.cn, <floating *> NULL, <floating *> L.M, <floating *> NULL,
                      0, <floating *> NULL, <floating *> NULL)
             gemm(False, True, B, P, H, <floating> 1, <floating *> L.M, H,
                  <floating *> L.Whr, H, <floating> 0, hn, P)
             proj_finish(B, P, NULL, 0, h, hn, y, P)
         else:
-            lstm_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
+            lstm_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
                      <floating *> L.cn, h, hn, y, P, <floating *> NULL, <floating *> NULL)
         memcpy(L.c, L.cn, <size_t> B * H * sizeof(floating))
     elif kind == K_GRU:
         gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
-        gru_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.bhn, h, hn, y, P,
+        gru_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.bhn, h, hn, y, P,
                 <floating *> NULL, <floating *> NULL)
     elif kind == K_GRU_RB:
         gemm(False, True, B, 2 * H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, 2 * H)
@@ -550,7 +581,7 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept n
                  <floating *> L.A, hn, y, P)
     else:
         gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
-        mgru_fwd(B, H, NULL, 0, gx, <floating *> L.bx, gh, h, hn, y, P, <floating *> NULL)
+        mgru_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, h, hn, y, P, <floating *> NULL)
     memcpy(h, hn, <size_t> B * P * sizeof(floating))
 
 

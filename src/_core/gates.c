@@ -143,10 +143,10 @@ void rnn_bwd_f(int relu, int nb, int H, const int64_t *len, int t, const float *
     const float *dy, int ldy, const float *dh, float *dg, float *dhp)
 { DISPATCH(rnn_bwd, (relu, nb, H, len, t, A, dy, ldy, dh, dg, dhp)); }
 
-void lstm_fwd_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx,
+void lstm_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
     const float *gh, const float *cp, float *cn, const float *hp, float *hout, float *y,
     int ldy, float *A, float *TC)
-{ DISPATCH(lstm_fwd, (nb, H, len, t, gx, bx, gh, cp, cn, hp, hout, y, ldy, A, TC)); }
+{ DISPATCH(lstm_fwd, (nb, H, gs, len, t, gx, bx, gh, cp, cn, hp, hout, y, ldy, A, TC)); }
 
 void lstm_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *TC,
     const float *cp, const float *dy, int ldy, const float *dh, const float *dc, float *dg,
@@ -161,10 +161,10 @@ void proj_bwd_pre_f(int nb, int P, const int64_t *len, int t, const float *dy, i
     const float *dh, float *dht, float *dhp)
 { DISPATCH(proj_bwd_pre, (nb, P, len, t, dy, ldy, dh, dht, dhp)); }
 
-void gru_fwd_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx,
+void gru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
     const float *gh, const float *bhn, const float *hp, float *hn, float *y, int ldy,
     float *A, float *GHN)
-{ DISPATCH(gru_fwd, (nb, H, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)); }
+{ DISPATCH(gru_fwd, (nb, H, gs, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)); }
 
 void gru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *GHN,
     const float *hp, const float *dy, int ldy, const float *dh, float *dgx, float *dgh,
@@ -187,9 +187,9 @@ void grb_bwd2_f(int nb, int H, const int64_t *len, int t, const float *A, const 
     const float *drh, float *dg, float *dhp)
 { DISPATCH(grb_bwd2, (nb, H, len, t, A, hp, drh, dg, dhp)); }
 
-void mgru_fwd_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx,
+void mgru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
     const float *gh, const float *hp, float *hn, float *y, int ldy, float *A)
-{ DISPATCH(mgru_fwd, (nb, H, len, t, gx, bx, gh, hp, hn, y, ldy, A)); }
+{ DISPATCH(mgru_fwd, (nb, H, gs, len, t, gx, bx, gh, hp, hn, y, ldy, A)); }
 
 void mgru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp,
     const float *dy, int ldy, const float *dh, float *dg, float *dhp)

@@ -17,7 +17,7 @@ void rnn_fwd_##S(int relu, int nb, int H, const int64_t *len, int t,           \
     REAL *hn, REAL *y, int ldy, REAL *A);                                        \
 void rnn_bwd_##S(int relu, int nb, int H, const int64_t *len, int t,           \
     const REAL *A, const REAL *dy, int ldy, const REAL *dh, REAL *dg, REAL *dhp);\
-void lstm_fwd_##S(int nb, int H, const int64_t *len, int t,                    \
+void lstm_fwd_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *gx, const REAL *bx, const REAL *gh, const REAL *cp, REAL *cn,   \
     const REAL *hp, REAL *hout, REAL *y, int ldy, REAL *A, REAL *TC);           \
 void lstm_bwd_##S(int nb, int H, const int64_t *len, int t,                    \
@@ -27,7 +27,7 @@ void proj_finish_##S(int nb, int P, const int64_t *len, int t,                 \
     const REAL *hp, REAL *hn, REAL *y, int ldy);                                 \
 void proj_bwd_pre_##S(int nb, int P, const int64_t *len, int t,                \
     const REAL *dy, int ldy, const REAL *dh, REAL *dht, REAL *dhp);             \
-void gru_fwd_##S(int nb, int H, const int64_t *len, int t,                     \
+void gru_fwd_##S(int nb, int H, int gs, const int64_t *len, int t,                     \
     const REAL *gx, const REAL *bx, const REAL *gh, const REAL *bhn,            \
     const REAL *hp, REAL *hn, REAL *y, int ldy, REAL *A, REAL *GHN);            \
 void gru_bwd_##S(int nb, int H, const int64_t *len, int t,                     \
@@ -44,7 +44,7 @@ void grb_bwd1_##S(int nb, int H, const int64_t *len, int t,                    \
     REAL *dg, REAL *dhp);                                                        \
 void grb_bwd2_##S(int nb, int H, const int64_t *len, int t,                    \
     const REAL *A, const REAL *hp, const REAL *drh, REAL *dg, REAL *dhp);       \
-void mgru_fwd_##S(int nb, int H, const int64_t *len, int t,                    \
+void mgru_fwd_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *gx, const REAL *bx, const REAL *gh, const REAL *hp,             \
     REAL *hn, REAL *y, int ldy, REAL *A);                                        \
 void mgru_bwd_##S(int nb, int H, const int64_t *len, int t,                    \

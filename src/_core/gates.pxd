@@ -6,16 +6,16 @@ cdef extern from "gates.h" nogil:
     void rnn_fwd_d(int relu, int nb, int H, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *hp, double *hn, double *y, int ldy, double *A)
     void rnn_bwd_f(int relu, int nb, int H, const int64_t *len, int t, const float *A, const float *dy, int ldy, const float *dh, float *dg, float *dhp)
     void rnn_bwd_d(int relu, int nb, int H, const int64_t *len, int t, const double *A, const double *dy, int ldy, const double *dh, double *dg, double *dhp)
-    void lstm_fwd_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *cp, float *cn, const float *hp, float *hout, float *y, int ldy, float *A, float *TC)
-    void lstm_fwd_d(int nb, int H, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *cp, double *cn, const double *hp, double *hout, double *y, int ldy, double *A, double *TC)
+    void lstm_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *cp, float *cn, const float *hp, float *hout, float *y, int ldy, float *A, float *TC)
+    void lstm_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *cp, double *cn, const double *hp, double *hout, double *y, int ldy, double *A, double *TC)
     void lstm_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *TC, const float *cp, const float *dy, int ldy, const float *dh, const float *dc, float *dg, float *dcp, float *dhp)
     void lstm_bwd_d(int nb, int H, const int64_t *len, int t, const double *A, const double *TC, const double *cp, const double *dy, int ldy, const double *dh, const double *dc, double *dg, double *dcp, double *dhp)
     void proj_finish_f(int nb, int P, const int64_t *len, int t, const float *hp, float *hn, float *y, int ldy)
     void proj_finish_d(int nb, int P, const int64_t *len, int t, const double *hp, double *hn, double *y, int ldy)
     void proj_bwd_pre_f(int nb, int P, const int64_t *len, int t, const float *dy, int ldy, const float *dh, float *dht, float *dhp)
     void proj_bwd_pre_d(int nb, int P, const int64_t *len, int t, const double *dy, int ldy, const double *dh, double *dht, double *dhp)
-    void gru_fwd_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *bhn, const float *hp, float *hn, float *y, int ldy, float *A, float *GHN)
-    void gru_fwd_d(int nb, int H, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *bhn, const double *hp, double *hn, double *y, int ldy, double *A, double *GHN)
+    void gru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *bhn, const float *hp, float *hn, float *y, int ldy, float *A, float *GHN)
+    void gru_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *bhn, const double *hp, double *hn, double *y, int ldy, double *A, double *GHN)
     void gru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *GHN, const float *hp, const float *dy, int ldy, const float *dh, float *dgx, float *dgh, float *dhp)
     void gru_bwd_d(int nb, int H, const int64_t *len, int t, const double *A, const double *GHN, const double *hp, const double *dy, int ldy, const double *dh, double *dgx, double *dgh, double *dhp)
     void grb_fwd1_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *A, float *RH)
@@ -26,8 +26,8 @@ cdef extern from "gates.h" nogil:
     void grb_bwd1_d(int nb, int H, const int64_t *len, int t, const double *A, const double *hp, const double *dy, int ldy, const double *dh, double *dg, double *dhp)
     void grb_bwd2_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp, const float *drh, float *dg, float *dhp)
     void grb_bwd2_d(int nb, int H, const int64_t *len, int t, const double *A, const double *hp, const double *drh, double *dg, double *dhp)
-    void mgru_fwd_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *hn, float *y, int ldy, float *A)
-    void mgru_fwd_d(int nb, int H, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *hp, double *hn, double *y, int ldy, double *A)
+    void mgru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *hn, float *y, int ldy, float *A)
+    void mgru_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *hp, double *hn, double *y, int ldy, double *A)
     void mgru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp, const float *dy, int ldy, const float *dh, float *dg, float *dhp)
     void mgru_bwd_d(int nb, int H, const int64_t *len, int t, const double *A, const double *hp, const double *dy, int ldy, const double *dh, double *dg, double *dhp)
     void act_f(int which, int64_t n, const float *x, float *y)
@@ -53,11 +53,11 @@ cdef inline void rnn_bwd(int relu, int nb, int H, const int64_t *len, int t, con
     else:
         rnn_bwd_d(relu, nb, H, len, t, A, dy, ldy, dh, dg, dhp)
 
-cdef inline void lstm_fwd(int nb, int H, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *cp, floating *cn, const floating *hp, floating *hout, floating *y, int ldy, floating *A, floating *TC) noexcept nogil:
+cdef inline void lstm_fwd(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *cp, floating *cn, const floating *hp, floating *hout, floating *y, int ldy, floating *A, floating *TC) noexcept nogil:
     if floating is float:
-        lstm_fwd_f(nb, H, len, t, gx, bx, gh, cp, cn, hp, hout, y, ldy, A, TC)
+        lstm_fwd_f(nb, H, gs, len, t, gx, bx, gh, cp, cn, hp, hout, y, ldy, A, TC)
     else:
-        lstm_fwd_d(nb, H, len, t, gx, bx, gh, cp, cn, hp, hout, y, ldy, A, TC)
+        lstm_fwd_d(nb, H, gs, len, t, gx, bx, gh, cp, cn, hp, hout, y, ldy, A, TC)
 
 cdef inline void lstm_bwd(int nb, int H, const int64_t *len, int t, const floating *A, const floating *TC, const floating *cp, const floating *dy, int ldy, const floating *dh, const floating *dc, floating *dg, floating *dcp, floating *dhp) noexcept nogil:
     if floating is float:
@@ -77,11 +77,11 @@ cdef inline void proj_bwd_pre(int nb, int P, const int64_t *len, int t, const fl
     else:
         proj_bwd_pre_d(nb, P, len, t, dy, ldy, dh, dht, dhp)
 
-cdef inline void gru_fwd(int nb, int H, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *bhn, const floating *hp, floating *hn, floating *y, int ldy, floating *A, floating *GHN) noexcept nogil:
+cdef inline void gru_fwd(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *bhn, const floating *hp, floating *hn, floating *y, int ldy, floating *A, floating *GHN) noexcept nogil:
     if floating is float:
-        gru_fwd_f(nb, H, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)
+        gru_fwd_f(nb, H, gs, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)
     else:
-        gru_fwd_d(nb, H, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)
+        gru_fwd_d(nb, H, gs, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)
 
 cdef inline void gru_bwd(int nb, int H, const int64_t *len, int t, const floating *A, const floating *GHN, const floating *hp, const floating *dy, int ldy, const floating *dh, floating *dgx, floating *dgh, floating *dhp) noexcept nogil:
     if floating is float:
@@ -113,11 +113,11 @@ cdef inline void grb_bwd2(int nb, int H, const int64_t *len, int t, const floati
     else:
         grb_bwd2_d(nb, H, len, t, A, hp, drh, dg, dhp)
 
-cdef inline void mgru_fwd(int nb, int H, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *hp, floating *hn, floating *y, int ldy, floating *A) noexcept nogil:
+cdef inline void mgru_fwd(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *hp, floating *hn, floating *y, int ldy, floating *A) noexcept nogil:
     if floating is float:
-        mgru_fwd_f(nb, H, len, t, gx, bx, gh, hp, hn, y, ldy, A)
+        mgru_fwd_f(nb, H, gs, len, t, gx, bx, gh, hp, hn, y, ldy, A)
     else:
-        mgru_fwd_d(nb, H, len, t, gx, bx, gh, hp, hn, y, ldy, A)
+        mgru_fwd_d(nb, H, gs, len, t, gx, bx, gh, hp, hn, y, ldy, A)
 
 cdef inline void mgru_bwd(int nb, int H, const int64_t *len, int t, const floating *A, const floating *hp, const floating *dy, int ldy, const floating *dh, floating *dg, floating *dhp) noexcept nogil:
     if floating is float:

@@ -56,13 +56,13 @@ KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
 /* LSTM, gates i f g o. Without projection hout is h' (and y is written);
  * with projection hout is m = o*tanh(c') and y/hp are NULL: the driver
  * projects m and proj_finish writes h and y. */
-KATTR void NAME(lstm_fwd)(int nb, int H, const int64_t *len, int t,
+KATTR void NAME(lstm_fwd)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
     const REAL *restrict cp, REAL *restrict cn, const REAL *restrict hp,
     REAL *restrict hout, REAL *restrict y, int ldy, REAL *restrict A,
     REAL *restrict TC)
 {
-    const size_t G = 4 * (size_t)H;
+    const size_t G = 4 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
         const REAL *x = gx + b * G, *r = gh + b * G;
         const REAL *c0 = cp + (size_t)b * H;
@@ -82,9 +82,9 @@ KATTR void NAME(lstm_fwd)(int nb, int H, const int64_t *len, int t,
 #define LSTM_CELL(STORE)                                                       \
         for (int j = 0; j < H; j++) {                                          \
             REAL i = SIGM(x[j] + bx[j] + r[j]);                                \
-            REAL f = SIGM(x[H + j] + bx[H + j] + r[H + j]);                    \
-            REAL g = TANH(x[2 * H + j] + bx[2 * H + j] + r[2 * H + j]);        \
-            REAL o = SIGM(x[3 * H + j] + bx[3 * H + j] + r[3 * H + j]);        \
+            REAL f = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);                    \
+            REAL g = TANH(x[2 * gs + j] + bx[2 * gs + j] + r[2 * gs + j]);        \
+            REAL o = SIGM(x[3 * gs + j] + bx[3 * gs + j] + r[3 * gs + j]);        \
             REAL c = f * c0[j] + i * g;                                        \
             REAL tc = TANH(c);                                                 \
             c1[j] = c;                                                         \
@@ -93,7 +93,7 @@ KATTR void NAME(lstm_fwd)(int nb, int H, const int64_t *len, int t,
         }
         if (A) {
             REAL *restrict ab = A + b * G, *restrict tcb = TC + (size_t)b * H;
-            LSTM_CELL(ab[j] = i; ab[H + j] = f; ab[2 * H + j] = g; ab[3 * H + j] = o; tcb[j] = tc;)
+            LSTM_CELL(ab[j] = i; ab[gs + j] = f; ab[2 * gs + j] = g; ab[3 * gs + j] = o; tcb[j] = tc;)
         } else {
             LSTM_CELL()
         }
@@ -166,12 +166,12 @@ KATTR void NAME(proj_bwd_pre)(int nb, int P, const int64_t *len, int t,
 }
 
 /* GRU, reset after (PyTorch): gates r z n; A = [r, z, n], GHN = W_hn h + b_hn. */
-KATTR void NAME(gru_fwd)(int nb, int H, const int64_t *len, int t,
+KATTR void NAME(gru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
     const REAL *restrict bhn, const REAL *restrict hp, REAL *restrict hn,
     REAL *restrict y, int ldy, REAL *restrict A, REAL *restrict GHN)
 {
-    const size_t G = 3 * (size_t)H;
+    const size_t G = 3 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
         const REAL *x = gx + b * G, *r = gh + b * G, *h0 = hp + (size_t)b * H;
         REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
@@ -184,15 +184,15 @@ KATTR void NAME(gru_fwd)(int nb, int H, const int64_t *len, int t,
 #define GRU_CELL(STORE)                                                        \
         for (int j = 0; j < H; j++) {                                          \
             REAL rr = SIGM(x[j] + bx[j] + r[j]);                               \
-            REAL z = SIGM(x[H + j] + bx[H + j] + r[H + j]);                    \
-            REAL hn_ = r[2 * H + j] + bhn[j];                                  \
-            REAL n = TANH(x[2 * H + j] + bx[2 * H + j] + rr * hn_);            \
+            REAL z = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);                    \
+            REAL hn_ = r[2 * gs + j] + bhn[j];                                  \
+            REAL n = TANH(x[2 * gs + j] + bx[2 * gs + j] + rr * hn_);            \
             h1[j] = n + z * (h0[j] - n);                                       \
             STORE                                                              \
         }
         if (A) {
             REAL *restrict ab = A + b * G, *restrict gb = GHN + (size_t)b * H;
-            GRU_CELL(ab[j] = rr; ab[H + j] = z; ab[2 * H + j] = n; gb[j] = hn_;)
+            GRU_CELL(ab[j] = rr; ab[gs + j] = z; ab[2 * gs + j] = n; gb[j] = hn_;)
         } else {
             GRU_CELL()
         }
@@ -317,12 +317,12 @@ KATTR void NAME(grb_bwd2)(int nb, int H, const int64_t *len, int t,
 }
 
 /* Minimal GRU: gates z n, both biases pre-summed. A = [z, n]. */
-KATTR void NAME(mgru_fwd)(int nb, int H, const int64_t *len, int t,
+KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
     const REAL *restrict hp, REAL *restrict hn, REAL *restrict y, int ldy,
     REAL *restrict A)
 {
-    const size_t G = 2 * (size_t)H;
+    const size_t G = 2 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
         const REAL *x = gx + b * G, *r = gh + b * G, *h0 = hp + (size_t)b * H;
         REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
@@ -334,13 +334,13 @@ KATTR void NAME(mgru_fwd)(int nb, int H, const int64_t *len, int t,
 #define MGRU_CELL(STORE)                                                       \
         for (int j = 0; j < H; j++) {                                          \
             REAL z = SIGM(x[j] + bx[j] + r[j]);                                \
-            REAL n = TANH(x[H + j] + bx[H + j] + r[H + j]);                    \
+            REAL n = TANH(x[gs + j] + bx[gs + j] + r[gs + j]);                    \
             h1[j] = n + z * (h0[j] - n);                                       \
             STORE                                                              \
         }
         if (A) {
             REAL *restrict ab = A + b * G;
-            MGRU_CELL(ab[j] = z; ab[H + j] = n;)
+            MGRU_CELL(ab[j] = z; ab[gs + j] = n;)
         } else {
             MGRU_CELL()
         }
