@@ -357,7 +357,6 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     cdef floating *dbih = <floating *> s.dbih
     cdef floating *dbhh = <floating *> s.dbhh
     cdef floating *src
-    cdef floating acc
     # dW_ih[r0:r1] += dGX[:, r0:r1]^T @ X
     gemm(True, False, r1 - r0, Ni, rows, <floating> 1, dGX + r0, GH, <floating *> s.X, Ni,
          <floating> 1, <floating *> s.dWih + <size_t> r0 * Ni, Ni)
@@ -374,16 +373,16 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     else:
         gemm(True, False, r1 - r0, P, rows, <floating> 1, dGR + r0, GH,
              <floating *> s.Hs, P, <floating> 1, dWhh + <size_t> r0 * P, P)
-    if dbih != NULL:
-        for j in range(r0, r1):
-            acc = 0
-            for r in range(rows):
-                acc = acc + dGX[<size_t> r * GH + j]
-            dbih[j] += acc
-            acc = 0
-            for r in range(rows):
-                acc = acc + dGR[<size_t> r * GH + j]
-            dbhh[j] += acc
+    if dbih != NULL and r1 > r0:
+        # row-major sweeps (contiguous, vectorised) into the bias gradients
+        for r in range(rows):
+            src = dGX + <size_t> r * GH
+            for j in range(r0, r1):
+                dbih[j] += src[j]
+        for r in range(rows):
+            src = dGR + <size_t> r * GH
+            for j in range(r0, r1):
+                dbhh[j] += src[j]
     if s.proj:
         lo, hi = split(P, k, n), split(P, k + 1, n)
         gemm(True, False, hi - lo, H, rows, <floating> 1, <floating *> s.dHT + lo, P,
