@@ -39,13 +39,14 @@ def fused_biases(mode, H, b_ih, b_hh, dtype):
     return b_ih + b_hh, None
 
 
-def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train):
+def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ldy=None):
     """Run one direction of one layer over the whole sequence.
 
     w: dict Wih, Whh, Whr (or None), b_ih, b_hh (or None). X: (T, B, I)
     C-contiguous. Y: (T, B, *) view whose last axis starts at this
-    direction's features. hn/cn: (B, P)/(B, H) outputs. Returns the cache
-    for direction_backward (or None when not training).
+    direction's features, inside a C-contiguous (T, B, ldy) array (ldy defaults
+    to Y's own width). hn/cn: (B, P)/(B, H) outputs. Returns the cache for
+    direction_backward (or None when not training).
     """
     kind, G = KINDS[mode]
     T, B, I = X.shape
@@ -76,7 +77,9 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train):
         a["A"] = np.empty((B, GA), dt) if mode == "GRU_RB" else None
         a["X2"] = np.empty((B, H), dt) if mode == "GRU_RB" else None
         a["M"] = np.empty((B, H), dt) if proj else None
-    _core.forward(kind, T, B, I, H, P, reverse, Y.strides[1] // dt.itemsize, train,
+    # The row stride comes from the caller: numpy's strides of a length-1 axis
+    # are arbitrary, so they cannot be trusted to give it.
+    _core.forward(kind, T, B, I, H, P, reverse, ldy or Y.shape[2], train,
                   lengths, dt == np.float64, nt, a)
     if not train:
         return None
@@ -86,7 +89,7 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train):
     return a
 
 
-def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx):
+def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx, ldy=None):
     """Backward of one direction. dY: (T, B, *) view at this direction's
     features; dhn/dcn: (B, P)/(B, H). Writes dX (added to when
     accumulate_dx), dh0, dc0; adds into g = dict dWih, dWhh, dWhr, dbih, dbhh."""
@@ -103,7 +106,7 @@ def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx
              dhbuf=np.empty((2, B, P), dt),
              dcbuf=np.empty((2, B, H), dt) if mode == "LSTM" else None,
              dmbuf=np.empty((B, H), dt) if (c["Whr"] is not None or mode == "GRU_RB") else None)
-    _core.backward(c["kind"], T, B, c["I"], H, P, c["reverse"], dY.strides[1] // dt.itemsize,
+    _core.backward(c["kind"], T, B, c["I"], H, P, c["reverse"], ldy or dY.shape[2],
                    c["lengths"], dt == np.float64, get_num_threads(), accumulate_dx, a)
 
 
@@ -355,7 +358,7 @@ class _RNNBase(Module):
                 layer_caches.append(direction_forward(
                     self.mode, self._weights(layer, d), inp, h0[i],
                     c0[i] if is_lstm else None, lengths, bool(d), y[:, :, d * P:],
-                    hn[i], cn[i] if is_lstm else None, train))
+                    hn[i], cn[i] if is_lstm else None, train, ldy=D * P))
             caches.append(layer_caches)
             if train and self.dropout > 0 and layer < L - 1:
                 keep = self.rng.random(y.shape) >= self.dropout
@@ -446,7 +449,7 @@ class _RNNBase(Module):
                 direction_backward(self.mode, caches[layer][d], d_out[:, :, d * P:],
                                    dhn[i], dcn[i] if is_lstm else None, dX, dh0[i],
                                    dc0[i] if is_lstm else None, self._grad_bufs(layer, d),
-                                   accumulate_dx=d > 0)
+                                   accumulate_dx=d > 0, ldy=D * P)
             caches[layer] = None  # release activations as we go
             if layer > 0 and masks[layer - 1] is not None:
                 dX *= masks[layer - 1]

@@ -287,9 +287,6 @@ def test_negative_strides_in_subprocess():
     assert out == ["True"] * 8, out
 
 
-@pytest.mark.xfail(strict=True, reason="batch_first with B=1: dy.transpose(1, 0, 2) is already "
-                   "'contiguous' so its batch stride (T*F) is passed to the core as ldy; "
-                   "backward reads far past dy (garbage dx ~1e275, could segfault)")
 def test_batch_first_single_sequence_backward_in_subprocess():
     out = run_subprocess("""
         import numpy as np, pyrnn

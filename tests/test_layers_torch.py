@@ -115,9 +115,6 @@ CONFIGS = {
 
 # layers.py passes dy.strides[1] as dy's row stride; for unbatched input dy[:, None] has
 # stride 0 there (and batch_first B=1 a stride of T*F), so backward reads the wrong rows
-UNBATCHED_BUG = ("unbatched backward: dy[:, None, :] has batch stride 0, passed to the core as "
-                 "ldy = 0 (pyrnn/layers.py direction_backward), so dx, dh0 and grads are wrong")
-
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("cfg", list(CONFIGS))
@@ -150,8 +147,7 @@ def torch_module(torch, mode, I, H, L, bi, proj, dtype):
     return torch.nn.RNN(I, H, nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kw)
 
 
-@pytest.mark.parametrize("part", ["forward", pytest.param(
-    "backward", marks=pytest.mark.xfail(strict=True, reason=UNBATCHED_BUG))])
+@pytest.mark.parametrize("part", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["nohx", "hx"])
 @pytest.mark.parametrize("mode,proj", MODELS, ids=[kind_name(*m) for m in MODELS])
