@@ -810,10 +810,10 @@ def plot(results, peaks, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = sorted({(e["mode"], e["threads"]) for e in results})
-    peers = sorted({p for e in results for p in e["peers"]}, key=lambda p: (p != "pyrnn", p))
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.5 * max(1, len(panels))), squeeze=False)
     for ax, (mode, threads) in zip(axes[:, 0], panels):
         sel = [e for e in results if e["mode"] == mode and e["threads"] == threads]
+        peers = sorted({p for e in sel for p in e["peers"]}, key=lambda p: (p != "pyrnn", p))
         xs = np.arange(len(sel))
         w = 0.8 / max(1, len(peers))
         for i, p in enumerate(peers):

@@ -244,3 +244,12 @@ def test_plot_without_matplotlib_fails_fast_with_a_clear_message(monkeypatch, ca
 def test_bad_options_return_2(argv, capsys):
     assert bench.main(argv) == 2
     assert capsys.readouterr().err
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "p.png"
+    rc = bench.main(["--quick", "--repeats", "1", "--min-time", "0.001", "--cells", "rnn",
+                     "--peers", "torch", "--plot", str(out), "-q"])
+    assert rc == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
