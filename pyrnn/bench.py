@@ -274,7 +274,8 @@ class Runner:
 
     def active(self):
         cm = self._activate() if self._activate is not None else None
-        return cm if cm is not None else contextlib.nullcontext()
+        # a thread setter may return a value (say, the old count): only contexts count
+        return cm if hasattr(cm, "__enter__") else contextlib.nullcontext()
 
 
 def _import(name):
