@@ -96,7 +96,9 @@ def once(fn, what="backward"):
     """Wrap a backward closure so that a second call raises RuntimeError.
 
     The closure's saved activations are released after the first call, so a
-    second call could only produce wrong gradients.
+    second call could only produce wrong gradients. A call rejected for bad
+    arguments (TypeError/ValueError, raised before anything is computed) does
+    not count, so the caller can retry with corrected input.
     """
     called = False
 
@@ -107,7 +109,11 @@ def once(fn, what="backward"):
                 f"{what} was already called for this forward_train; "
                 "run forward_train again to get a new one")
         called = True
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except (TypeError, ValueError):
+            called = False
+            raise
 
     wrapper.__wrapped__ = fn
     return wrapper

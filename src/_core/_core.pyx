@@ -44,6 +44,8 @@ cdef enum:
     K_MGRU = 5
     # below this many multiply-adds a GEMM phase runs on one thread
     PAR_MIN_WORK = 200000
+    # below this many recurrent multiply-adds per call the time loop runs on one thread
+    SEQ_PAR_MIN_WORK = 1000000
 GATES = (1, 1, 4, 3, 3, 2)
 KINDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3, "GRU_RB": 4, "MGRU": 5}
 
@@ -247,7 +249,8 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
                              s.len, <double *> s.hn, <double *> s.cn, <double *> s.hbuf,
                              <double *> s.cbuf, <double *> s.GH)
         return
-    n = min(nt, s.B)
+    # one block of batch rows per thread, only when each has enough work
+    n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
     else:
@@ -396,7 +399,7 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
 
 cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
-    n = min(nt, s.B)
+    n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
     if n <= 1:
         bwd_rows(s, tag, 0, s.B)
     else:
