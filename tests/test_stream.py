@@ -1,0 +1,353 @@
+"""pyrnn.stream.Stream: step-by-step outputs and states equal the layer run on the
+whole sequence; reset, state round trip, errors; threads (shared layer, weight swaps
+under running streams, one stream from two threads)."""
+import threading
+
+import numpy as np
+import pytest
+
+import pyrnn
+from pyrnn.stream import Stream
+
+from conftest import make_layer
+
+# (mode, proj): every kind, GRU both reset variants, LSTM with projection
+KINDS = [("RNN_TANH", 0), ("RNN_RELU", 0), ("GRU", 0), ("GRU_RB", 0), ("MGRU", 0),
+         ("LSTM", 0), ("LSTM", 3)]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
+
+
+def _ids(p):
+    return f"{p[0]}-p{p[1]}" if p[1] else p[0]
+
+
+def _rand_state(layer, B, rng):
+    L, H, P = layer.num_layers, layer.hidden_size, layer.output_size
+    h = rng.uniform(-0.5, 0.5, (L, B, P)).astype(layer.dtype)
+    if layer.mode == "LSTM":
+        return h, rng.uniform(-0.5, 0.5, (L, B, H)).astype(layer.dtype)
+    return h
+
+
+def _assert_state(a, b, tol):
+    if isinstance(a, tuple):
+        assert len(a) == len(b) == 2
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, **tol)
+    else:
+        np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 4])
+@pytest.mark.parametrize("L", [1, 2])
+@pytest.mark.parametrize("kind", KINDS, ids=_ids)
+def test_stream_equals_whole_sequence(kind, L, B, dtype):
+    mode, proj = kind
+    I, H, T = 5, 7, 9
+    layer = make_layer(mode, I, H, L, proj=proj, dtype=dtype, seed=3)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(T, B, I)).astype(dtype)
+    h0 = _rand_state(layer, B, rng)
+    y, hn = layer(x, h0)
+    s = Stream(layer, batch_size=B)
+    s.state = h0
+    tol = TOL[dtype]
+    for t in range(T):
+        out = s.step(x[t])
+        assert out.shape == (B, layer.output_size) and out.dtype == dtype
+        np.testing.assert_allclose(out, y[t], **tol)
+    _assert_state(s.state, hn, tol)
+    # from zeros, and unbatched 1-D steps when B == 1
+    y0, hn0 = layer(x)
+    s2 = Stream(layer, batch_size=B)
+    for t in range(T):
+        out = s2.step(x[t, 0] if B == 1 else x[t])
+        np.testing.assert_allclose(out, y0[t, 0] if B == 1 else y0[t], **tol)
+    _assert_state(s2.state, hn0, tol)
+
+
+def test_step_returns_own_buffer_and_float_conversion():
+    layer = pyrnn.GRU(3, 4, seed=0)
+    s = Stream(layer)
+    a = s.step(np.ones(3))            # float64 -> float32 converted
+    first = a.copy()
+    b = s.step(np.ones(3))
+    assert np.shares_memory(a, b)     # documented: next step overwrites
+    assert not np.array_equal(first, b)
+    y, _ = layer(np.ones((2, 3), np.float32))
+    np.testing.assert_allclose(first, y[0], rtol=1e-6)
+    np.testing.assert_allclose(b, y[1], rtol=1e-6)
+
+
+def test_noncontiguous_and_readonly_input():
+    layer = pyrnn.LSTM(4, 6, num_layers=2, dtype=np.float64, seed=0)
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(5, 3, 8))
+    x = big[:, ::-1, ::2]                   # (T, 3, 4) negative and step-2 strides
+    y, _ = layer(np.ascontiguousarray(x))
+    s = Stream(layer, batch_size=3)
+    for t in range(5):
+        xt = x[t] if t % 2 else np.ascontiguousarray(x[t])
+        xt.flags.writeable = False
+        np.testing.assert_allclose(s.step(xt), y[t], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", [("GRU", 0), ("LSTM", 2)], ids=_ids)
+def test_reset_all_and_rows(kind):
+    mode, proj = kind
+    I, H, B = 3, 5, 4
+    layer = make_layer(mode, I, H, 2, proj=proj, dtype=np.float64, seed=2)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, B, I))
+    s = Stream(layer, batch_size=B)
+    for t in range(3):
+        s.step(x[t])
+    before = s.state
+    s.reset(rows=[1, 3])
+    after = s.state
+    parts_b = before if isinstance(before, tuple) else (before,)
+    parts_a = after if isinstance(after, tuple) else (after,)
+    for pb, pa in zip(parts_b, parts_a):
+        assert np.all(pa[:, [1, 3]] == 0)
+        np.testing.assert_array_equal(pa[:, [0, 2]], pb[:, [0, 2]])
+        assert np.any(pb[:, [1, 3]] != 0)
+    # continuing equals the layer started from the reset state
+    y, hn = layer(x[3:], after)
+    for t in range(3):
+        np.testing.assert_allclose(s.step(x[3 + t]), y[t], rtol=1e-12, atol=1e-13)
+    _assert_state(s.state, hn, TOL[np.float64])
+    # bool mask and negative index
+    s.reset(rows=np.array([True, False, False, False]))
+    s.reset(rows=[-1])
+    st = s.state
+    for p in (st if isinstance(st, tuple) else (st,)):
+        assert np.all(p[:, [0, 3]] == 0) and np.all(np.abs(p[:, 1]) > 0)
+    # all rows: equals a fresh stream
+    s.reset()
+    fresh = Stream(layer, batch_size=B)
+    np.testing.assert_array_equal(s.step(x[0]), fresh.step(x[0]))
+
+
+@pytest.mark.parametrize("kind", [("RNN_TANH", 0), ("LSTM", 0), ("LSTM", 2)], ids=_ids)
+def test_state_round_trip(kind):
+    mode, proj = kind
+    layer = make_layer(mode, 3, 4, 2, proj=proj, dtype=np.float32, seed=1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 2, 3)).astype(np.float32)
+    s = Stream(layer, batch_size=2)
+    for t in range(2):
+        s.step(x[t])
+    saved = s.state
+    outs = [s.step(x[t]).copy() for t in (2, 3)]
+    # state is a copy: mutating it does not touch the stream
+    st = s.state
+    for p in (st if isinstance(st, tuple) else (st,)):
+        p[...] = 99
+    assert np.all(np.abs(s.step(x[0])) < 99)
+    s.state = saved
+    _assert_state(s.state, saved, dict(rtol=0, atol=0))
+    for k, t in enumerate((2, 3)):
+        np.testing.assert_array_equal(s.step(x[t]), outs[k])
+    # a second stream taking the state continues identically
+    s2 = Stream(layer, batch_size=2)
+    s2.state = saved
+    np.testing.assert_array_equal(s2.step(x[2]), outs[0])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="bidirectional"):
+        Stream(pyrnn.GRU(3, 4, bidirectional=True))
+    with pytest.raises(TypeError):
+        Stream(pyrnn.GRUCell(3, 4))
+    for bad in (0, -1, 1.5):
+        with pytest.raises((ValueError, TypeError)):
+            Stream(pyrnn.GRU(3, 4), batch_size=bad)
+    s = Stream(pyrnn.LSTM(3, 4, num_layers=2), batch_size=2)
+    for shape in [(3,), (2, 4), (1, 3), (2, 3, 1), (), (0, 3)]:
+        with pytest.raises(ValueError, match="x"):
+            s.step(np.zeros(shape, np.float32))
+    with pytest.raises(TypeError):
+        s.step(np.zeros((2, 3), np.int64))
+    with pytest.raises(TypeError):
+        s.step(np.zeros((2, 3), bool))
+    with pytest.raises(TypeError):
+        s.step(np.zeros((2, 3), complex))
+    for rows in ([2], [-3], [0, 5]):
+        with pytest.raises(ValueError, match="rows"):
+            s.reset(rows=rows)
+    with pytest.raises(TypeError, match="rows"):
+        s.reset(rows=[0.5])
+    with pytest.raises(TypeError):
+        s.state = np.zeros((2, 2, 4), np.float32)        # LSTM needs (h, c)
+    with pytest.raises(ValueError):
+        s.state = (np.zeros((2, 2, 4)), np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError):
+        s.state = (np.zeros((1, 2, 4)), np.zeros((2, 2, 4)))
+    g = Stream(pyrnn.GRU(3, 4), batch_size=1)
+    with pytest.raises(ValueError, match="state"):
+        g.state = np.zeros((1, 2, 4))
+    # errors leave the stream usable and unchanged
+    z = g.state
+    np.testing.assert_array_equal(z, 0)
+    assert g.step(np.ones(3)).shape == (4,)
+
+
+# ---------------------------------------------------------------- threads
+
+def _serial(layer, xs, B):
+    outs = []
+    for x in xs:
+        s = Stream(layer, batch_size=B)
+        outs.append(np.stack([s.step(xt).copy() for xt in x]))
+    return outs
+
+
+def test_many_streams_four_threads_equal_serial():
+    layer = pyrnn.LSTM(16, 32, num_layers=2, proj_size=8, seed=0)
+    rng = np.random.default_rng(0)
+    n, T, B = 12, 40, 2
+    xs = [rng.normal(size=(T, B, 16)).astype(np.float32) for _ in range(n)]
+    want = _serial(layer, xs, B)
+    got = [None] * n
+    errors = []
+
+    def work(ids):
+        try:
+            streams = {i: Stream(layer, batch_size=B) for i in ids}
+            res = {i: [] for i in ids}
+            for t in range(T):          # interleave this thread's streams
+                for i in ids:
+                    res[i].append(streams[i].step(xs[i][t]).copy())
+            for i in ids:
+                got[i] = np.stack(res[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(list(range(k, n, 4)),)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    for i in range(n):
+        np.testing.assert_array_equal(got[i], want[i])
+
+
+def test_load_state_dict_while_streaming_never_tears():
+    """Weights swap A <-> B while 4 threads step; each step starts from a fixed state,
+    so its output must equal the precomputed output under A or under B exactly."""
+    I, H, L, T, B = 8, 24, 2, 60, 2
+    layer = pyrnn.LSTM(I, H, num_layers=L, dtype=np.float64, seed=1)
+    A = layer.state_dict()
+    Bw = {k: v * -1.5 + 0.05 for k, v in A.items()}      # far from A everywhere
+    rng = np.random.default_rng(3)
+    xs = rng.normal(size=(T, B, I))
+    states = [_rand_state(layer, B, rng) for _ in range(T)]
+
+    def precompute(weights):
+        ref = pyrnn.LSTM(I, H, num_layers=L, dtype=np.float64)
+        ref.load_state_dict(weights)
+        s = Stream(ref, batch_size=B)
+        out = []
+        for t in range(T):
+            s.state = states[t]
+            out.append(s.step(xs[t]).copy())
+        return np.stack(out)
+
+    yA, yB = precompute(A), precompute(Bw)
+    assert np.min(np.abs(yA - yB).max(axis=(1, 2))) > 1e-3
+    stop = threading.Event()
+    seen = {"A": 0, "B": 0}
+    bad, errors = [], []
+    lock = threading.Lock()
+
+    def work():
+        try:
+            s = Stream(layer, batch_size=B)
+            rounds = 0
+            while not stop.is_set() or rounds < 2:
+                for t in range(T):
+                    s.state = states[t]
+                    y = s.step(xs[t])
+                    ea, eb = np.abs(y - yA[t]).max(), np.abs(y - yB[t]).max()
+                    with lock:
+                        if ea == 0:
+                            seen["A"] += 1
+                        elif eb == 0:
+                            seen["B"] += 1
+                        else:
+                            bad.append((t, ea, eb))
+                rounds += 1
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for k in range(200):
+        layer.load_state_dict(Bw if k % 2 == 0 else A)
+    stop.set()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert not bad, bad[:5]
+    assert seen["A"] > 0 and seen["B"] + seen["A"] >= 4 * 2 * T
+    # after the last swap (A) every stream steps on A
+    layer.load_state_dict(Bw)
+    s = Stream(layer, batch_size=B)
+    s.state = states[0]
+    np.testing.assert_array_equal(s.step(xs[0]), yB[0])
+
+
+def test_params_updated_refreshes_stream():
+    layer = pyrnn.GRU(3, 4, dtype=np.float64, seed=0)
+    s = Stream(layer)
+    x = np.ones(3)
+    a = s.step(x).copy()
+    s.reset()
+    layer.params["weight_ih_l0"][...] *= 2       # in place, then announce
+    layer.params_updated()
+    b = s.step(x).copy()
+    y, _ = layer(x[None])
+    np.testing.assert_allclose(b, y[0], rtol=1e-12)
+    assert not np.allclose(a, b)
+
+
+def test_same_stream_two_threads_raises_or_serialises():
+    """Two threads step ONE stream with a constant input: each step either raises
+    RuntimeError (refused, state untouched) or runs; the final state must equal a serial
+    run of exactly the number of steps that ran."""
+    layer = pyrnn.GRU(64, 256, num_layers=2, dtype=np.float64, seed=0)
+    x = np.full((1, 64), 0.1)
+    s = Stream(layer, batch_size=1)
+    counts = {"ok": 0, "refused": 0}
+    lock = threading.Lock()
+    other = []
+    barrier = threading.Barrier(2)
+
+    def work():
+        barrier.wait()
+        for _ in range(300):
+            try:
+                s.step(x)
+                with lock:
+                    counts["ok"] += 1
+            except RuntimeError as e:
+                assert "thread" in str(e)
+                with lock:
+                    counts["refused"] += 1
+            except Exception as e:  # pragma: no cover
+                other.append(e)
+
+    ths = [threading.Thread(target=work) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(60)
+    assert not other, other
+    assert counts["ok"] + counts["refused"] == 600
+    ref = Stream(layer, batch_size=1)
+    for _ in range(counts["ok"]):
+        ref.step(x)
+    np.testing.assert_allclose(s.state, ref.state, rtol=1e-12, atol=1e-13)
