@@ -14,6 +14,9 @@ from .nn import Module, as_float_array, check_dtype, once
 
 __all__ = ["RNN", "GRU", "LSTM", "MinimalGRU"]
 
+# BLAS through scipy takes 32-bit sizes
+_INT32_LIMIT = 2 ** 31
+
 # below this hidden size a batch-1 step is too short to share between threads
 SPLIT_MIN_HIDDEN = 64
 
@@ -177,6 +180,9 @@ class _RNNBase(Module):
         G, H = KINDS[mode][1], self.hidden_size
         D = 2 if self.bidirectional else 1
         P = self.proj_size or H
+        if G * H * max(self.input_size, D * P, H) >= _INT32_LIMIT:
+            raise ValueError(f"hidden_size={H} with input_size={self.input_size} makes weight "
+                             "matrices too large for 32-bit BLAS sizes")
         k = 1.0 / np.sqrt(H)
         arrays = {}
         for layer in range(self.num_layers):
@@ -295,6 +301,9 @@ class _RNNBase(Module):
             raise ValueError(f"x: expected shape {want}, got {tuple(got) if batched else x.shape[::2]}")
         x = np.ascontiguousarray(x)
         T, B = x.shape[0], x.shape[1]
+        if T * B >= _INT32_LIMIT:
+            raise ValueError(f"x: at most {_INT32_LIMIT - 1} (time step, sequence) rows are "
+                             f"supported (BLAS uses 32-bit sizes), got T*B = {T * B}")
         if not batched and lengths is not None:
             raise ValueError("lengths: only batched (3-D) input takes lengths; "
                              "for one sequence slice x instead")
