@@ -4,7 +4,7 @@ An LSTM encoder reads "40917", its final state starts an LSTM decoder that is
 trained with teacher forcing and evaluated with greedy decoding; the metric is the
 fraction of strings reversed exactly.
 
-Run:  python examples/reverse_digits.py [--steps 600]
+Run:  python examples/reverse_digits.py [--steps 400]
 """
 import argparse
 import time
@@ -17,7 +17,7 @@ from pyrnn.models import Seq2Seq
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--max-len", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
