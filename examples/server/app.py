@@ -2,7 +2,7 @@
 
     python examples/server/app.py [--model lm.pyrnn] [--backend pyrnn|torch] [--port 8000]
 
-Without --model a tiny model is trained at startup (a few seconds) and saved with
+Without --model a tiny model is trained at startup (10-30 s) and saved with
 --save if given. --backend torch serves the same weights with PyTorch (one
 ``torch.nn.LSTM`` step per token under ``inference_mode``), for comparison.
 
