@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._gemm import matmul
+
 __all__ = [
     "Module", "Linear", "Embedding", "Dropout", "Sequential",
     "as_float_array", "as_index_array", "check_shape", "check_dtype", "once",
@@ -362,7 +364,7 @@ class Linear(Module):
         return x
 
     def _apply(self, x2):
-        y = x2 @ self.params["weight"].T
+        y = matmul(x2, self.params["weight"], trans_b=True)
         if "bias" in self.params:
             y += self.params["bias"]
         return y
@@ -382,10 +384,10 @@ class Linear(Module):
             dy = as_float_array(dy, self.dtype, "dy")
             check_shape("dy", dy, y.shape)
             dy2 = dy.reshape(-1, self.out_features)
-            self.grads["weight"] += dy2.T @ x2
+            matmul(dy2, x2, out=self.grads["weight"], trans_a=True, beta=1.0)
             if "bias" in self.grads:
                 self.grads["bias"] += dy2.sum(axis=0)
-            return (dy2 @ self.params["weight"]).reshape(x.shape)
+            return matmul(dy2, self.params["weight"]).reshape(x.shape)
 
         return y, once(backward, "Linear backward")
 

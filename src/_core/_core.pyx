@@ -689,3 +689,50 @@ cdef class StreamCore:
         finally:
             self.busy = 0
         return self.out2 if nd == 2 else self.out1
+
+
+# ---------------------------------------------------------------- plain GEMM
+
+cdef void matmul_rows(floating *tag, bint ta, bint tb, int m, int n, int k, floating alpha,
+                      const floating *A, int lda, const floating *B, int ldb, floating beta,
+                      floating *C, int ldc, int r0, int r1) noexcept nogil:
+    """Rows [r0, r1) of C = alpha op(A) op(B) + beta C."""
+    cdef const floating *a = A + r0 if ta else A + <size_t> r0 * lda
+    gemm(ta, tb, r1 - r0, n, k, alpha, a, lda, B, ldb, beta, C + <size_t> r0 * ldc, ldc)
+
+
+def matmul(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint trans_a, bint trans_b,
+           double alpha, double beta, int nthreads):
+    """C (m, n) = alpha * op(A) @ op(B) + beta * C for C-contiguous 2-D arrays of one
+    float dtype (checked by the caller), on pyrnn's threads: rows of C are split
+    across OpenMP threads, each calling single-threaded BLAS."""
+    cdef int m = C.shape[0], n = C.shape[1]
+    cdef int k = A.shape[0] if trans_a else A.shape[1]
+    cdef int lda = A.shape[1], ldb = B.shape[1], ldc = n, nt, part
+    cdef void *pa = cnp.PyArray_DATA(A)
+    cdef void *pb = cnp.PyArray_DATA(B)
+    cdef void *pc = cnp.PyArray_DATA(C)
+    cdef bint dbl = C.dtype == np.float64
+    if m == 0 or n == 0:
+        return
+    nt = nthreads if <double> m * n * k >= PAR_MIN_WORK * 4 else 1
+    nt = max(1, min(nt, m))
+    with nogil:
+        if nt == 1:
+            if dbl:
+                matmul_rows(<double *> NULL, trans_a, trans_b, m, n, k, alpha, <double *> pa,
+                            lda, <double *> pb, ldb, beta, <double *> pc, ldc, 0, m)
+            else:
+                matmul_rows(<float *> NULL, trans_a, trans_b, m, n, k, <float> alpha,
+                            <float *> pa, lda, <float *> pb, ldb, <float> beta,
+                            <float *> pc, ldc, 0, m)
+        else:
+            for part in prange(nt, schedule='static', num_threads=nt):
+                if dbl:
+                    matmul_rows(<double *> NULL, trans_a, trans_b, m, n, k, alpha,
+                                <double *> pa, lda, <double *> pb, ldb, beta, <double *> pc,
+                                ldc, split(m, part, nt), split(m, part + 1, nt))
+                else:
+                    matmul_rows(<float *> NULL, trans_a, trans_b, m, n, k, <float> alpha,
+                                <float *> pa, lda, <float *> pb, ldb, <float> beta,
+                                <float *> pc, ldc, split(m, part, nt), split(m, part + 1, nt))
