@@ -121,7 +121,7 @@ def _arrays():
         elif layout == "readonly":
             a = a.copy()
             a.flags.writeable = False
-        elif layout == "list" and allow_list and dt in ("float64",) and a.size < 50:
+        elif layout == "list" and allow_list and dt == "float64" and 0 < a.size < 50:
             a = a.tolist()
         if dt == "float16" and np.isfinite(base).all() and np.abs(base).max(initial=0) > 6e4:
             nonfinite = True
