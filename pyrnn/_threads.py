@@ -35,6 +35,19 @@ def _from_env():
 
 
 _num_threads = _from_env()
+_forked_child = False
+
+
+def _after_fork_in_child():
+    # GNU OpenMP's thread pool does not survive fork: a child that starts a
+    # parallel region can hang. A forked child therefore runs on one thread.
+    global _num_threads, _forked_child
+    _forked_child = True
+    _num_threads = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
@@ -45,6 +58,11 @@ def set_num_threads(n):
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if _forked_child and n > 1:
+        raise RuntimeError(
+            "set_num_threads: this process was forked from one that had loaded pyrnn, and "
+            "OpenMP threads cannot run after fork, so pyrnn stays on one thread here; start "
+            "worker processes with multiprocessing's 'spawn' or 'forkserver' method instead")
     _num_threads = n
 
 
