@@ -294,8 +294,8 @@ def _torch_threads(torch, n):
 def make_runner(peer, cell, shape, mode, threads, sd, x, dy):
     """Runner for one peer ("pyrnn", "torch", "onnxruntime", "numpy") on one case, or
     raise Skip. Every peer gets the same weights sd, input x and (training) output grad dy."""
-    T, B, I, H = shape
-    ref_mode, G, pyrnn_cls, torch_cls, _ = CELLS[cell]
+    I, H = shape[2], shape[3]
+    ref_mode, _, pyrnn_cls, torch_cls, _ = CELLS[cell]
     if peer == "pyrnn":
         pyrnn, why = pyrnn_core()
         if pyrnn is None:
@@ -397,7 +397,7 @@ def make_stream_runner(peer, cell, hidden, threads, sd, xs):
     back; xs is (K, 1, I)."""
     K, _, I = xs.shape
     H = hidden
-    ref_mode, G, pyrnn_cls, _, torch_cell = CELLS[cell]
+    ref_mode, _, pyrnn_cls, _, torch_cell = CELLS[cell]
     is_lstm = ref_mode == "LSTM"
     if peer == "pyrnn":
         pyrnn, why = pyrnn_core()
