@@ -12,10 +12,12 @@ from pyrnn import bench as pb
 
 
 def _run(benchmark, runner, settle, threads):
+    """Time runner.fn; the median in seconds, or None with --benchmark-disable."""
     settle(threads)
     with runner.active():
         runner.fn()  # warm-up outside the timings
         benchmark(runner.fn)
+    return benchmark.stats.stats.median if benchmark.stats else None
 
 
 def test_layer(benchmark, layer_case, case_data, settle, numpy_max_gflop):
@@ -31,9 +33,9 @@ def test_layer(benchmark, layer_case, case_data, settle, numpy_max_gflop):
     benchmark.group = f"{cell} {':'.join(map(str, shape))} {mode} t{threads}"
     benchmark.extra_info.update(peer=peer, cell=cell, shape=list(shape), mode=mode,
                                 threads=threads, flop=flop)
-    _run(benchmark, runner, settle, threads)
-    median = benchmark.stats.stats.median
-    benchmark.extra_info["gflops"] = flop / median / 1e9
+    median = _run(benchmark, runner, settle, threads)
+    if median:
+        benchmark.extra_info["gflops"] = flop / median / 1e9
 
 
 def test_stream_step(benchmark, stream_case, settle):
@@ -47,5 +49,6 @@ def test_stream_step(benchmark, stream_case, settle):
         pytest.skip(str(e))
     benchmark.group = f"stream {cell} H={hidden} t{threads} ({steps} steps per call)"
     benchmark.extra_info.update(peer=peer, cell=cell, hidden=hidden, threads=threads, steps=steps)
-    _run(benchmark, runner, settle, threads)
-    benchmark.extra_info["us_per_step"] = benchmark.stats.stats.median / steps * 1e6
+    median = _run(benchmark, runner, settle, threads)
+    if median:
+        benchmark.extra_info["us_per_step"] = median / steps * 1e6
