@@ -4,6 +4,7 @@ Python validates shapes and dtypes and allocates; every time loop runs in the
 compiled core (pyrnn._core), one call per layer and direction, with the GIL
 released. The math is stated plainly in pyrnn/reference.py.
 """
+import os
 import threading
 
 import numpy as np
@@ -17,7 +18,11 @@ __all__ = ["RNN", "GRU", "LSTM", "MinimalGRU"]
 # BLAS through scipy takes 32-bit sizes
 _INT32_LIMIT = 2 ** 31
 
-# below this hidden size a batch-1 step is too short to share between threads
+# Batch 1 with the hidden units split across threads (src/_core/split1.h) needs
+# one barrier per step: on a dedicated machine it is 1.4x faster at H=512, but
+# when any other process competes for a core each barrier can wait a scheduler
+# tick (measured: 100 steps went from 13 ms to 420 ms). So it is opt-in.
+_BATCH1_SPLIT = os.environ.get("PYRNN_BATCH1_SPLIT", "") == "1"
 SPLIT_MIN_HIDDEN = 64
 
 # mode name -> (core kind, gate count)
@@ -64,7 +69,7 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
     GA = H if G == 1 else G * H
     has_x2 = mode in ("LSTM", "GRU", "GRU_RB")
     nt = get_num_threads()
-    if (B == 1 and not train and nt > 1 and H >= SPLIT_MIN_HIDDEN and not proj
+    if (B == 1 and not train and nt > 1 and H >= SPLIT_MIN_HIDDEN and not proj and _BATCH1_SPLIT
             and mode in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU", "MGRU")):
         # batch 1: split the hidden units across threads (see src/_core/split1.h)
         a["split"] = np.array([H * k // nt for k in range(nt + 1)], dtype=np.intc)

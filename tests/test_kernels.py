@@ -156,3 +156,35 @@ def test_python_threads_at_once(restore_core):
     for i in range(len(jobs)):
         for a, b in zip(serial[i], out[i]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_batch1_unit_split_matches_single_thread():
+    # The opt-in batch-1 path (PYRNN_BATCH1_SPLIT=1) splits hidden units across
+    # threads; it must agree with one thread, and repeat bit for bit.
+    code = r"""
+import numpy as np, pyrnn
+from pyrnn import layers
+assert layers._BATCH1_SPLIT
+rng = np.random.default_rng(0)
+worst = 0.0
+for cls, kw in [(pyrnn.LSTM, {}), (pyrnn.GRU, {}), (pyrnn.RNN, {}), (pyrnn.MinimalGRU, {}),
+                (pyrnn.RNN, {"nonlinearity": "relu"})]:
+    for dt in (np.float32, np.float64):
+        l = cls(5, 70, num_layers=2, bidirectional=True, dtype=dt, seed=1, **kw)
+        x = rng.standard_normal((9, 1, 5)).astype(dt)
+        for lengths in (None, np.array([4])):
+            pyrnn.set_num_threads(1)
+            y1, _ = l(x, lengths=lengths)
+            pyrnn.set_num_threads(2)
+            y2, _ = l(x, lengths=lengths)
+            y3, _ = l(x, lengths=lengths)
+            assert np.array_equal(y2, y3)
+            tol = 1e-12 if dt == np.float64 else 1e-5
+            worst = max(worst, float(np.abs(y1 - y2).max()) / tol)
+print(worst)
+"""
+    env = dict(os.environ, PYRNN_BATCH1_SPLIT="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) <= 1.0  # largest error / tolerance
