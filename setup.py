@@ -52,7 +52,7 @@ if not omp_c:
 ext = Extension(
     "pyrnn._core",
     sources=[os.path.join(CORE, "_core.pyx"), os.path.join(CORE, "gates.c"),
-             os.path.join(CORE, "split1.c")],
+             os.path.join(CORE, "split1.c"), os.path.join(CORE, "packed.c")],
     include_dirs=[CORE, np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=["-O3", "-std=gnu11", "-fno-strict-aliasing"] + omp_c,

@@ -15,13 +15,19 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint32_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from scipy.linalg.cython_blas cimport sgemv, dgemv
 
 from blas cimport gemm
 from gates cimport *
+
+cdef extern from "packed.h" nogil:
+    size_t pyrnn_packed_size(int N, int K)
+    void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P)
+    void pyrnn_pack_t_f(int N, int K, const float *W, int ldw, float *P)
+    void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P, float *C, int ldc, int acc)
 
 cdef extern from "split1.h" nogil:
     ctypedef void (*pyrnn_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *, int *)
@@ -46,6 +52,8 @@ cdef enum:
     PAR_MIN_WORK = 200000
     # below this many recurrent multiply-adds per call the time loop runs on one thread
     SEQ_PAR_MIN_WORK = 1000000
+    # the packed kernel re-reads h (B x P floats) per weight panel: keep it in L2
+    PACKED_MAX_A = 65536
 GATES = (1, 1, 4, 3, 3, 2)
 KINDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3, "GRU_RB": 4, "MGRU": 5}
 
@@ -57,6 +65,8 @@ cdef struct Seq:
     # batch-1 inference with hidden units split across nsplit threads
     const int *split
     int nsplit
+    # float W_hh packed for the small-GEMM kernel (packed.h), or NULL
+    float *Wpk
     # parameters
     void *Wih
     void *Whh
@@ -112,6 +122,17 @@ cdef inline int split(int n, int k, int parts) noexcept nogil:
 
 
 # ---------------------------------------------------------------- forward
+
+cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh) noexcept nogil:
+    """gh (nb, G*H) = hp (nb, P) @ W_hh^T: the packed kernel when prepared."""
+    cdef int GH = s.G * s.H
+    if floating is float:
+        if s.Wpk != NULL:
+            pyrnn_gemm_packed_f(nb, GH, s.P, hp, s.P, s.Wpk, gh, GH, 0)
+            return
+    gemm(False, True, nb, GH, s.P, <floating> 1, hp, s.P, <floating *> s.Whh, s.P,
+         <floating> 0, gh, GH)
+
 
 cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     """The whole time loop for batch rows [b0, b0 + nb)."""
@@ -193,10 +214,10 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             cd = cbuf + <size_t> (step % 2) * B * H + <size_t> b0 * H if lstm else NULL
 
         if kind == K_RNN_TANH or kind == K_RNN_RELU:
-            gemm(False, True, nb, H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
+            rec_gemm(s, nb, hp, gh)
             rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
         elif kind == K_LSTM:
-            gemm(False, True, nb, GH, P, <floating> 1, hp, P, Whh, P, <floating> 0, gh, GH)
+            rec_gemm(s, nb, hp, gh)
             if s.proj:
                 lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
                          <floating *> NULL, 0, At, X2t)
@@ -205,7 +226,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             else:
                 lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU:
-            gemm(False, True, nb, GH, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
+            rec_gemm(s, nb, hp, gh)
             gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
             gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
@@ -214,7 +235,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                  <floating> 0, ghn, H)
             grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
-            gemm(False, True, nb, GH, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, GH)
+            rec_gemm(s, nb, hp, gh)
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
 
@@ -250,15 +271,36 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
                              <double *> s.cbuf, <double *> s.GH)
         return
     # one block of batch rows per thread, only when each has enough work
+    # batch >= 2 in float with AVX2: pack W_hh once for the small-GEMM kernel
+    s.Wpk = NULL
+    if floating is float:
+        if (s.B >= 2 and s.T >= 2 and s.kind != K_GRU_RB and pyrnn_simd_active()
+                and <size_t> s.B * s.P <= PACKED_MAX_A):
+            s.Wpk = <float *> malloc(pyrnn_packed_size(s.G * s.H, s.P) * sizeof(float))
+            if s.Wpk != NULL:   # out of memory: BLAS does the products instead
+                pyrnn_pack_f(s.G * s.H, s.P, <float *> s.Whh, s.P, s.Wpk)
     n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
     else:
         for k in prange(n, schedule='static', num_threads=n):
             fwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
+    free(s.Wpk)
+    s.Wpk = NULL
 
 
 # ---------------------------------------------------------------- backward
+
+cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx) noexcept nogil:
+    """dhx (nb, P) += dg (nb, G*H) @ W_hh: the packed kernel when prepared."""
+    cdef int GH = s.G * s.H
+    if floating is float:
+        if s.Wpk != NULL:
+            pyrnn_gemm_packed_f(nb, s.P, GH, dg, GH, s.Wpk, dhx, s.P, 1)
+            return
+    gemm(False, False, nb, s.P, GH, <floating> 1, dg, GH, <floating *> s.Whh, s.P,
+         <floating> 1, dhx, s.P)
+
 
 cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     """Reverse time loop for batch rows [b0, b0 + nb): fills dGX (and dGH,
@@ -310,7 +352,7 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
         if kind == K_RNN_TANH or kind == K_RNN_RELU:
             rnn_bwd(kind == K_RNN_RELU, nb, H, ln, t, A + row * GA, dY + row * ldy, ldy,
                     dhc, dg, dhx)
-            gemm(False, False, nb, H, H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+            rec_gemm_t(s, nb, dg, dhx)
         elif kind == K_LSTM:
             if s.proj:
                 proj_bwd_pre(nb, P, ln, t, dY + row * ldy, ldy, dhc, dHT + row * P, dhx)
@@ -321,12 +363,11 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             else:
                 lstm_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, Cs + row * H,
                          dY + row * ldy, ldy, dhc, dcc, dg, dcx, dhx)
-            gemm(False, False, nb, P, GH, <floating> 1, dg, GH, Whh, P, <floating> 1, dhx, P)
+            rec_gemm_t(s, nb, dg, dhx)
         elif kind == K_GRU:
             gru_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, hp, dY + row * ldy, ldy,
                     dhc, dg, dGH + row * GH, dhx)
-            gemm(False, False, nb, H, GH, <floating> 1, dGH + row * GH, GH, Whh, H,
-                 <floating> 1, dhx, H)
+            rec_gemm_t(s, nb, dGH + row * GH, dhx)
         elif kind == K_GRU_RB:
             grb_bwd1(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
             # d(r*h) = dn_pre @ W_hn, kept in dm
@@ -336,7 +377,7 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             gemm(False, False, nb, H, 2 * H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
         else:
             mgru_bwd(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
-            gemm(False, False, nb, H, GH, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+            rec_gemm_t(s, nb, dg, dhx)
         cur = 1 - cur
 
     memcpy(<floating *> s.dh0 + <size_t> b0 * P, dhbuf + <size_t> cur * B * P + <size_t> b0 * P,
@@ -399,12 +440,21 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
 
 cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
+    s.Wpk = NULL
+    if floating is float:
+        if (s.B >= 2 and s.T >= 2 and s.kind != K_GRU_RB and pyrnn_simd_active()
+                and <size_t> s.B * s.G * s.H <= PACKED_MAX_A):
+            s.Wpk = <float *> malloc(pyrnn_packed_size(s.P, s.G * s.H) * sizeof(float))
+            if s.Wpk != NULL:
+                pyrnn_pack_t_f(s.P, s.G * s.H, <float *> s.Whh, s.P, s.Wpk)
     n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
     if n <= 1:
         bwd_rows(s, tag, 0, s.B)
     else:
         for k in prange(n, schedule='static', num_threads=n):
             bwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
+    free(s.Wpk)
+    s.Wpk = NULL
     n = nt if <double> s.T * s.B * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = max(1, min(n, s.G * s.H))
     if n <= 1:
@@ -438,6 +488,7 @@ cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse
     s.dWih, s.dWhh, s.dWhr = ptr(a.get("dWih")), ptr(a.get("dWhh")), ptr(a.get("dWhr"))
     s.dbih, s.dbhh = ptr(a.get("dbih")), ptr(a.get("dbhh"))
     s.dhbuf, s.dcbuf, s.dmbuf = ptr(a.get("dhbuf")), ptr(a.get("dcbuf")), ptr(a.get("dmbuf"))
+    s.Wpk = NULL
     sp = a.get("split")
     s.split = <const int *> ptr(sp)
     s.nsplit = len(sp) - 1 if sp is not None else 0

@@ -1,0 +1,114 @@
+#include <string.h>
+#include "packed.h"
+
+#define NR 16
+#define MR 4
+
+size_t pyrnn_packed_size(int N, int K)
+{
+    return (size_t)((N + NR - 1) / NR) * NR * (size_t)K;
+}
+
+void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P)
+{
+    int panels = (N + NR - 1) / NR;
+    for (int p = 0; p < panels; p++) {
+        float *dst = P + (size_t)p * NR * K;
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < NR; i++) {
+                int r = p * NR + i;
+                dst[(size_t)k * NR + i] = r < N ? W[(size_t)r * ldw + k] : 0.0f;
+            }
+    }
+}
+
+void pyrnn_pack_t_f(int N, int K, const float *W, int ldw, float *P)
+{
+    int panels = (N + NR - 1) / NR;
+    for (int p = 0; p < panels; p++) {
+        float *dst = P + (size_t)p * NR * K;
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < NR; i++) {
+                int r = p * NR + i;
+                dst[(size_t)k * NR + i] = r < N ? W[(size_t)k * ldw + r] : 0.0f;
+            }
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+
+__attribute__((target("avx2,fma")))
+static void tile(int K, const float *a0, const float *a1, const float *a2, const float *a3,
+                 const float *p, float *c, int ldc, int rows, int cols, int acc)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m256 b0 = _mm256_loadu_ps(p + (size_t)k * NR);
+        __m256 b1 = _mm256_loadu_ps(p + (size_t)k * NR + 8);
+        __m256 x = _mm256_broadcast_ss(a0 + k);
+        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1 + k);
+        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2 + k);
+        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3 + k);
+        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+    }
+    if (acc) {   /* C += product: add the old values (rows/cols in range only) */
+        float t[MR][NR];
+        _mm256_storeu_ps(t[0], c00); _mm256_storeu_ps(t[0] + 8, c01);
+        _mm256_storeu_ps(t[1], c10); _mm256_storeu_ps(t[1] + 8, c11);
+        _mm256_storeu_ps(t[2], c20); _mm256_storeu_ps(t[2] + 8, c21);
+        _mm256_storeu_ps(t[3], c30); _mm256_storeu_ps(t[3] + 8, c31);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++)
+                c[(size_t)r * ldc + j] += t[r][j];
+        return;
+    }
+    if (rows == MR && cols == NR) {
+        _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01);
+        _mm256_storeu_ps(c + ldc, c10); _mm256_storeu_ps(c + ldc + 8, c11);
+        _mm256_storeu_ps(c + 2 * (size_t)ldc, c20); _mm256_storeu_ps(c + 2 * (size_t)ldc + 8, c21);
+        _mm256_storeu_ps(c + 3 * (size_t)ldc, c30); _mm256_storeu_ps(c + 3 * (size_t)ldc + 8, c31);
+        return;
+    }
+    float t[MR][NR];
+    _mm256_storeu_ps(t[0], c00); _mm256_storeu_ps(t[0] + 8, c01);
+    _mm256_storeu_ps(t[1], c10); _mm256_storeu_ps(t[1] + 8, c11);
+    _mm256_storeu_ps(t[2], c20); _mm256_storeu_ps(t[2] + 8, c21);
+    _mm256_storeu_ps(t[3], c30); _mm256_storeu_ps(t[3] + 8, c31);
+    for (int r = 0; r < rows; r++)
+        memcpy(c + (size_t)r * ldc, t[r], (size_t)cols * sizeof(float));
+}
+
+void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
+                         float *C, int ldc, int acc)
+{
+    int panels = (N + NR - 1) / NR;
+    /* panel outer: its K x 16 weights stay in L1/L2 while every row block of
+     * A (kept small enough by the caller to stay in L2) passes over it */
+    for (int p = 0; p < panels; p++) {
+        int cols = N - p * NR < NR ? N - p * NR : NR;
+        const float *pp = P + (size_t)p * NR * K;
+        for (int m0 = 0; m0 < M; m0 += MR) {
+            int rows = M - m0 < MR ? M - m0 : MR;
+            const float *a0 = A + (size_t)m0 * lda;
+            /* rows past the end re-read row 0; their results are not stored */
+            const float *a1 = rows > 1 ? a0 + lda : a0;
+            const float *a2 = rows > 2 ? a0 + 2 * (size_t)lda : a0;
+            const float *a3 = rows > 3 ? a0 + 3 * (size_t)lda : a0;
+            tile(K, a0, a1, a2, a3, pp, C + (size_t)m0 * ldc + p * NR, ldc, rows, cols, acc);
+        }
+    }
+}
+#else
+void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
+                         float *C, int ldc, int acc)
+{
+    (void)acc; (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)ldc;
+}
+#endif

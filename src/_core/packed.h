@@ -1,0 +1,24 @@
+/* Small recurrent GEMM with the weights packed once per call.
+ *
+ * Per step the recurrent product is gh (M x N) = h (M x K) W^T with W (N x K)
+ * fixed for the whole sequence. BLAS repacks W on every call, which at small
+ * batch costs as much as the product itself; here W is packed once into
+ * panels of 16 rows (k-major, zero-padded) and an AVX2+FMA micro-kernel
+ * computes 4 rows x 16 columns at a time. Each output is a plain sum over k
+ * in order, so the result does not depend on how rows are split.
+ */
+#ifndef PYRNN_PACKED_H
+#define PYRNN_PACKED_H
+#include <stddef.h>
+
+/* floats needed to pack an N x K matrix */
+size_t pyrnn_packed_size(int N, int K);
+/* P <- panels of W (N x K, row stride ldw) */
+void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P);
+/* P <- panels of W^T, for W (K x N, row stride ldw): backward's dG @ W_hh */
+void pyrnn_pack_t_f(int N, int K, const float *W, int ldw, float *P);
+/* C (M x N, row stride ldc) = A (M x K, row stride lda) @ W^T, W packed in P;
+ * acc = 1 adds to C instead. Requires AVX2+FMA (pyrnn_simd_active()). */
+void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
+                         float *C, int ldc, int acc);
+#endif
