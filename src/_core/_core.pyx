@@ -14,6 +14,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
@@ -25,8 +26,7 @@ from gates cimport *
 
 cdef extern from "packed.h" nogil:
     size_t pyrnn_packed_size(int N, int K)
-    void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P)
-    void pyrnn_pack_t_f(int N, int K, const float *W, int ldw, float *P)
+    void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
     void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P, float *C, int ldc, int acc)
 
 cdef extern from "split1.h" nogil:
@@ -122,6 +122,26 @@ cdef inline int split(int n, int k, int parts) noexcept nogil:
 
 
 # ---------------------------------------------------------------- forward
+
+cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
+    """Float with AVX2, long enough sequences: pack W_hh (or its transpose, for
+    backward) once per call for the small-GEMM kernel; s.Wpk stays NULL (BLAS)
+    otherwise."""
+    cdef int GH = s.G * s.H
+    cdef int N = s.P if transposed else GH
+    cdef int K = GH if transposed else s.P
+    s.Wpk = NULL
+    if (s.T < 8 or s.kind == K_GRU_RB or not pyrnn_simd_active()
+            or <size_t> s.B * K > PACKED_MAX_A):
+        return
+    s.Wpk = <float *> malloc(pyrnn_packed_size(N, K) * sizeof(float))
+    if s.Wpk == NULL:   # out of memory: BLAS does the products instead
+        return
+    if transposed:
+        pyrnn_pack_f(N, K, <float *> s.Whh, 1, s.P, s.Wpk)
+    else:
+        pyrnn_pack_f(N, K, <float *> s.Whh, s.P, 1, s.Wpk)
+
 
 cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh) noexcept nogil:
     """gh (nb, G*H) = hp (nb, P) @ W_hh^T: the packed kernel when prepared."""
@@ -271,14 +291,8 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
                              <double *> s.cbuf, <double *> s.GH)
         return
     # one block of batch rows per thread, only when each has enough work
-    # batch >= 2 in float with AVX2: pack W_hh once for the small-GEMM kernel
-    s.Wpk = NULL
     if floating is float:
-        if (s.B >= 2 and s.T >= 2 and s.kind != K_GRU_RB and pyrnn_simd_active()
-                and <size_t> s.B * s.P <= PACKED_MAX_A):
-            s.Wpk = <float *> malloc(pyrnn_packed_size(s.G * s.H, s.P) * sizeof(float))
-            if s.Wpk != NULL:   # out of memory: BLAS does the products instead
-                pyrnn_pack_f(s.G * s.H, s.P, <float *> s.Whh, s.P, s.Wpk)
+        pack_whh(s, False)
     n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
@@ -440,13 +454,8 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
 
 cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
-    s.Wpk = NULL
     if floating is float:
-        if (s.B >= 2 and s.T >= 2 and s.kind != K_GRU_RB and pyrnn_simd_active()
-                and <size_t> s.B * s.G * s.H <= PACKED_MAX_A):
-            s.Wpk = <float *> malloc(pyrnn_packed_size(s.P, s.G * s.H) * sizeof(float))
-            if s.Wpk != NULL:
-                pyrnn_pack_t_f(s.P, s.G * s.H, <float *> s.Whh, s.P, s.Wpk)
+        pack_whh(s, True)
     n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
     if n <= 1:
         bwd_rows(s, tag, 0, s.B)

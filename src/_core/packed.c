@@ -9,7 +9,7 @@ size_t pyrnn_packed_size(int N, int K)
     return (size_t)((N + NR - 1) / NR) * NR * (size_t)K;
 }
 
-void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P)
+void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
 {
     int panels = (N + NR - 1) / NR;
     for (int p = 0; p < panels; p++) {
@@ -17,20 +17,7 @@ void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P)
         for (int k = 0; k < K; k++)
             for (int i = 0; i < NR; i++) {
                 int r = p * NR + i;
-                dst[(size_t)k * NR + i] = r < N ? W[(size_t)r * ldw + k] : 0.0f;
-            }
-    }
-}
-
-void pyrnn_pack_t_f(int N, int K, const float *W, int ldw, float *P)
-{
-    int panels = (N + NR - 1) / NR;
-    for (int p = 0; p < panels; p++) {
-        float *dst = P + (size_t)p * NR * K;
-        for (int k = 0; k < K; k++)
-            for (int i = 0; i < NR; i++) {
-                int r = p * NR + i;
-                dst[(size_t)k * NR + i] = r < N ? W[(size_t)k * ldw + r] : 0.0f;
+                dst[(size_t)k * NR + i] = r < N ? W[r * rs + k * ks] : 0.0f;
             }
     }
 }
@@ -85,10 +72,57 @@ static void tile(int K, const float *a0, const float *a1, const float *a2, const
         memcpy(c + (size_t)r * ldc, t[r], (size_t)cols * sizeof(float));
 }
 
+/* One row (batch 1): a matrix-vector product, bound by loading the panel.
+ * Four k-steps in flight with their own accumulators hide the FMA latency;
+ * they are summed in a fixed order at the end. */
+__attribute__((target("avx2,fma")))
+static void row1(int K, const float *a, const float *p, float *c, int cols, int acc)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+    __m256 u0 = _mm256_setzero_ps(), u1 = _mm256_setzero_ps();
+    __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 4 <= K; k += 4) {
+        const float *q = p + (size_t)k * NR;
+        __m256 x = _mm256_broadcast_ss(a + k);
+        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q), s0);
+        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 8), s1);
+        x = _mm256_broadcast_ss(a + k + 1);
+        t0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 16), t0);
+        t1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 24), t1);
+        x = _mm256_broadcast_ss(a + k + 2);
+        u0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 32), u0);
+        u1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 40), u1);
+        x = _mm256_broadcast_ss(a + k + 3);
+        v0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 48), v0);
+        v1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 56), v1);
+    }
+    for (; k < K; k++) {
+        __m256 x = _mm256_broadcast_ss(a + k);
+        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + (size_t)k * NR), s0);
+        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + (size_t)k * NR + 8), s1);
+    }
+    s0 = _mm256_add_ps(_mm256_add_ps(s0, t0), _mm256_add_ps(u0, v0));
+    s1 = _mm256_add_ps(_mm256_add_ps(s1, t1), _mm256_add_ps(u1, v1));
+    float t[NR];
+    _mm256_storeu_ps(t, s0);
+    _mm256_storeu_ps(t + 8, s1);
+    if (acc) for (int j = 0; j < cols; j++) c[j] += t[j];
+    else memcpy(c, t, (size_t)cols * sizeof(float));
+}
+
 void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
                          float *C, int ldc, int acc)
 {
     int panels = (N + NR - 1) / NR;
+    if (M == 1) {
+        for (int p = 0; p < panels; p++) {
+            int cols = N - p * NR < NR ? N - p * NR : NR;
+            row1(K, A, P + (size_t)p * NR * K, C + p * NR, cols, acc);
+        }
+        return;
+    }
     /* panel outer: its K x 16 weights stay in L1/L2 while every row block of
      * A (kept small enough by the caller to stay in L2) passes over it */
     for (int p = 0; p < panels; p++) {

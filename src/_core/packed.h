@@ -13,10 +13,9 @@
 
 /* floats needed to pack an N x K matrix */
 size_t pyrnn_packed_size(int N, int K);
-/* P <- panels of W (N x K, row stride ldw) */
-void pyrnn_pack_f(int N, int K, const float *W, int ldw, float *P);
-/* P <- panels of W^T, for W (K x N, row stride ldw): backward's dG @ W_hh */
-void pyrnn_pack_t_f(int N, int K, const float *W, int ldw, float *P);
+/* P <- panels of the N x K matrix whose (r, k) element is W[r*rs + k*ks]:
+ * rs = K, ks = 1 for W itself, rs = 1, ks = N for the transpose of a K x N W. */
+void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P);
 /* C (M x N, row stride ldc) = A (M x K, row stride lda) @ W^T, W packed in P;
  * acc = 1 adds to C instead. Requires AVX2+FMA (pyrnn_simd_active()). */
 void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
