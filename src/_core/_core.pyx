@@ -55,7 +55,6 @@ cdef enum:
     # the packed kernel re-reads h (B x P floats) per weight panel: keep it in L2
     PACKED_MAX_A = 65536
 GATES = (1, 1, 4, 3, 3, 2)
-KINDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3, "GRU_RB": 4, "MGRU": 5}
 
 
 
@@ -554,15 +553,6 @@ def simd_max_error(int which, uint32_t stride):
     with nogil:
         r = pyrnn_simd_max_error(which, stride)
     return r
-
-
-def activation(int which, cnp.ndarray x, cnp.ndarray y):
-    """y = sigmoid(x) (which=0) or tanh(x) (which=1) with the active kernels."""
-    cdef int64_t n = x.size
-    if x.dtype == np.float32:
-        act_f(which, n, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y))
-    else:
-        act_d(which, n, <double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y))
 
 
 def openmp_enabled():
