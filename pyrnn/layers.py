@@ -9,7 +9,8 @@ import threading
 
 import numpy as np
 
-from . import _core
+from . import _core, _workspace
+from ._workspace import take
 from ._threads import get_num_threads, limit_blas_threads
 from .nn import Module, as_float_array, check_dtype, once
 
@@ -65,7 +66,7 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
     proj = w.get("Whr") is not None
     a = dict(X=X, Wih=w["Wih"], Whh=w["Whh"], Whr=w.get("Whr"), bx=bx, bhn=bhn,
              h0=h0, c0=c0, Y=Y, hn=hn, cn=cn,
-             GX=np.empty((T * B, G * H), dt), GH=np.empty((B, G * H), dt))
+             GX=take((T * B, G * H), dt), GH=take((B, G * H), dt))
     GA = H if G == 1 else G * H
     has_x2 = mode in ("LSTM", "GRU", "GRU_RB")
     nt = get_num_threads()
@@ -74,22 +75,24 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
         # batch 1: split the hidden units across threads (see src/_core/split1.h)
         a["split"] = np.array([H * k // nt for k in range(nt + 1)], dtype=np.intc)
     if train:
-        a["Hs"] = np.empty((T, B, P), dt)
-        a["Cs"] = np.empty((T, B, H), dt) if mode == "LSTM" else None
-        a["A"] = np.empty((T, B, GA), dt)
-        a["X2"] = np.empty((T, B, H), dt) if has_x2 else None
-        a["M"] = np.empty((T, B, H), dt) if proj else None
+        a["Hs"] = take((T, B, P), dt)
+        a["Cs"] = take((T, B, H), dt) if mode == "LSTM" else None
+        a["A"] = take((T, B, GA), dt)
+        a["X2"] = take((T, B, H), dt) if has_x2 else None
+        a["M"] = take((T, B, H), dt) if proj else None
     else:
-        a["hbuf"] = np.empty((2, B, P), dt)
-        a["cbuf"] = np.empty((2, B, H), dt) if mode == "LSTM" else None
-        a["A"] = np.empty((B, GA), dt) if mode == "GRU_RB" else None
-        a["X2"] = np.empty((B, H), dt) if mode == "GRU_RB" else None
-        a["M"] = np.empty((B, H), dt) if proj else None
+        a["hbuf"] = take((2, B, P), dt)
+        a["cbuf"] = take((2, B, H), dt) if mode == "LSTM" else None
+        a["A"] = take((B, GA), dt) if mode == "GRU_RB" else None
+        a["X2"] = take((B, H), dt) if mode == "GRU_RB" else None
+        a["M"] = take((B, H), dt) if proj else None
     # The row stride comes from the caller: numpy's strides of a length-1 axis
     # are arbitrary, so they cannot be trusted to give it.
     _core.forward(kind, T, B, I, H, P, reverse, ldy or Y.shape[2], train,
                   lengths, dt == np.float64, nt, a)
+    _workspace.give(a["GX"], a["GH"])
     if not train:
+        _workspace.give(a["hbuf"], a["cbuf"], a["A"], a["X2"], a["M"])
         return None
     a.update(kind=kind, T=T, B=B, I=I, H=H, P=P, reverse=reverse, lengths=lengths)
     del a["GX"], a["GH"], a["Y"], a["hn"], a["cn"]
@@ -106,16 +109,21 @@ def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx
     dt = dY.dtype
     a = dict(c)
     a.update(dY=dY, dhn=dhn, dcn=dcn, dX=dX, dh0=dh0, dc0=dc0,
-             dGX=np.empty((T * B, G * H), dt),
-             dGH=np.empty((T * B, G * H), dt) if mode == "GRU" else None,
-             dHT=np.empty((T * B, P), dt) if c["Whr"] is not None else None,
+             dGX=take((T * B, G * H), dt),
+             dGH=take((T * B, G * H), dt) if mode == "GRU" else None,
+             dHT=take((T * B, P), dt) if c["Whr"] is not None else None,
              dWih=g["dWih"], dWhh=g["dWhh"], dWhr=g.get("dWhr"),
              dbih=g.get("dbih"), dbhh=g.get("dbhh"),
-             dhbuf=np.empty((2, B, P), dt),
-             dcbuf=np.empty((2, B, H), dt) if mode == "LSTM" else None,
-             dmbuf=np.empty((B, H), dt) if (c["Whr"] is not None or mode == "GRU_RB") else None)
+             dhbuf=take((2, B, P), dt),
+             dcbuf=take((2, B, H), dt) if mode == "LSTM" else None,
+             dmbuf=take((B, H), dt) if (c["Whr"] is not None or mode == "GRU_RB") else None)
     _core.backward(c["kind"], T, B, c["I"], H, P, c["reverse"], ldy or dY.shape[2],
                    c["lengths"], dt == np.float64, get_num_threads(), accumulate_dx, a)
+    # the cache is spent: its buffers and the temporaries go back to the pool
+    _workspace.give(c["Hs"], c["Cs"], c["A"], c["X2"], c["M"], a["dGX"], a["dGH"],
+                    a["dHT"], a["dhbuf"], a["dcbuf"], a["dmbuf"])
+    for k in ("Hs", "Cs", "A", "X2", "M"):
+        c[k] = None
 
 
 # ---------------------------------------------------------------- validation
