@@ -6,6 +6,10 @@ page of them faults and is zeroed by the kernel on first touch (measured: a
 never leave pyrnn (projections, gate caches, backward temporaries) are taken
 from here and given back once the core is done with them; arrays handed to
 the user are always fresh.
+
+Large allocations also all start at the same offset within a 4 KiB page, so
+row t of every array one step touches falls into the same L1 sets and they
+evict each other; each buffer here starts at its own multiple of 64 bytes.
 """
 import threading
 
@@ -14,9 +18,10 @@ import numpy as np
 _MAX_BYTES = 512 * 2 ** 20       # at most this much is kept idle
 _MAX_PER_SIZE = 8
 _MIN_BYTES = 256 * 2 ** 10       # smaller arrays come cheaply from malloc
+_PAGE = 4096
 
 _lock = threading.Lock()
-_free = {}                       # nbytes -> [uint8 buffers]
+_free = {}                       # usable bytes -> [root uint8 buffers]
 _idle = [0]
 
 
@@ -26,15 +31,18 @@ def take(shape, dtype):
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if n < _MIN_BYTES:
         return np.empty(shape, dtype)
-    buf = None
+    root = None
     with _lock:
         lst = _free.get(n)
         if lst:
-            buf = lst.pop()
+            root = lst.pop()
             _idle[0] -= n
-    if buf is None:
-        buf = np.empty(n, np.uint8)
-    return buf.view(dtype).reshape(shape)
+    if root is None:
+        root = np.empty(n + _PAGE, np.uint8)
+    addr = root.ctypes.data
+    skew = ((addr // _PAGE) * 5 % (_PAGE // 64)) * 64    # spread by page number
+    off = (skew - addr) % _PAGE
+    return root[off:off + n].view(dtype).reshape(shape)
 
 
 def give(*arrays):
@@ -42,15 +50,15 @@ def give(*arrays):
     for a in arrays:
         if a is None:
             continue
-        base = a
-        while base.base is not None:
-            base = base.base
-        if not (isinstance(base, np.ndarray) and base.dtype == np.uint8 and base.ndim == 1
-                and base.nbytes >= _MIN_BYTES):
+        root = a
+        while root.base is not None:
+            root = root.base
+        if not (isinstance(root, np.ndarray) and root.dtype == np.uint8 and root.ndim == 1
+                and root.nbytes >= _MIN_BYTES + _PAGE):
             continue
-        n = base.nbytes
+        n = root.nbytes - _PAGE
         with _lock:
             lst = _free.setdefault(n, [])
             if len(lst) < _MAX_PER_SIZE and _idle[0] + n <= _MAX_BYTES:
-                lst.append(base)
+                lst.append(root)
                 _idle[0] += n

@@ -3,6 +3,10 @@
  * The scalar kernels use libm and are the reference; the AVX2 ones use the
  * branch-free exp below, which the compiler vectorises. No -march=native,
  * no -ffast-math: the target is set per function. */
+/* Python builds extensions with -fwrapv; signed index arithmetic that may
+ * wrap keeps GCC from vectorising the kernels' strided gate loops. Nothing
+ * here relies on signed overflow. */
+#pragma GCC optimize("no-wrapv")
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
