@@ -266,6 +266,14 @@ cdef void input_proj_rows(Seq *s, floating *tag, int r0, int r1) noexcept nogil:
          <floating> 0, <floating *> s.GX + <size_t> r0 * GH, GH)
 
 
+cdef inline int row_threads(Seq *s, int nt) noexcept nogil:
+    """Threads for the time loop: one block of batch rows each, and only when
+    the call has enough recurrent work to pay for them."""
+    if <double> s.T * s.B * s.G * s.H * s.P < SEQ_PAR_MIN_WORK:
+        return 1
+    return min(nt, s.B)
+
+
 cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int rows = s.T * s.B, k, n
     n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
@@ -289,10 +297,9 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
                              s.len, <double *> s.hn, <double *> s.cn, <double *> s.hbuf,
                              <double *> s.cbuf, <double *> s.GH)
         return
-    # one block of batch rows per thread, only when each has enough work
     if floating is float:
         pack_whh(s, False)
-    n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
+    n = row_threads(s, nt)
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
     else:
@@ -455,7 +462,7 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
     if floating is float:
         pack_whh(s, True)
-    n = min(nt, s.B) if <double> s.T * s.B * s.G * s.H * s.P >= SEQ_PAR_MIN_WORK else 1
+    n = row_threads(s, nt)
     if n <= 1:
         bwd_rows(s, tag, 0, s.B)
     else:
