@@ -241,9 +241,22 @@ class _RNNBase(Module):
                     bx, bhn = fused_biases(self.mode, self.hidden_size, w["b_ih"], w["b_hh"],
                                            self.dtype)
                     specs.append({"Wih": w["Wih"], "Whh": w["Whh"], "Whr": w["Whr"],
-                                  "bx": bx, "bhn": bhn})
+                                  "bx": bx, "bhn": bhn, "Wcat": self._packed_cat(w)})
                 self._snapshot = (self._version, specs)
             return self._snapshot
+
+    def _packed_cat(self, w):
+        """[W_ih | W_hh] in the packed-panel layout of src/_core/packed.h, for a
+        stream step's single pass over the weights (float32 RNN/LSTM/MinimalGRU;
+        the GRUs keep W_hh apart because r multiplies only its part)."""
+        if self.dtype != np.float32 or self.mode not in ("RNN_TANH", "RNN_RELU", "LSTM", "MGRU"):
+            return None
+        W = np.concatenate([w["Wih"], w["Whh"]], axis=1)
+        N, K = W.shape
+        panels = -(-N // 16)
+        padded = np.zeros((panels * 16, K), np.float32)
+        padded[:N] = W
+        return np.ascontiguousarray(padded.reshape(panels, 16, K).transpose(0, 2, 1))
 
     # -- description -------------------------------------------------------
     @property

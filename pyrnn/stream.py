@@ -53,7 +53,9 @@ class Stream:
                 X2=np.empty((B, H), dt) if mode == "GRU_RB" else None,
                 M=np.empty((B, H), dt) if layer.proj_size else None,
                 hn=np.empty((B, P), dt), cn=np.empty((B, H), dt) if self._lstm else None,
-                y=np.empty((B, P), dt))
+                y=np.empty((B, P), dt),
+                xh=np.empty((B, (layer.input_size if k == 0 else P) + P), dt),
+                zero=np.zeros((B, G * H), dt))
             specs.append(spec)
         self._core = _core.StreamCore(B, dt == np.float64, specs)
         self._version = version

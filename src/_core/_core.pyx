@@ -597,6 +597,9 @@ cdef struct StreamLayer:
     void *hn     # (B, P) new h
     void *cn     # (B, H) new c
     void *y      # (B, P) layer output (input of the next layer)
+    float *Wcat  # float32: [W_ih | W_hh] packed in 16-row panels, or NULL
+    void *xh     # (B, I + P) [x | h] for the fused product
+    void *zero   # (B, G*H) zeros: the fused product leaves no separate h part
 
 
 cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept nogil:
@@ -608,14 +611,28 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept n
     cdef floating *hn = <floating *> L.hn
     cdef floating *y = <floating *> L.y
     cdef floating *X2 = <floating *> L.X2
-    gemm(False, True, B, GH, L.Ni, <floating> 1, x, L.Ni, <floating *> L.Wih, L.Ni,
-         <floating> 0, gx, GH)
+    cdef floating *xh = <floating *> L.xh
+    cdef int b, K = L.Ni + P
+    if floating is float:
+        if L.Wcat != NULL and pyrnn_simd_active():
+            # one pass over [W_ih | W_hh] for all gates: gx = [x | h] W^T
+            for b in range(B):
+                memcpy(xh + <size_t> b * K, x + <size_t> b * L.Ni, L.Ni * sizeof(float))
+                memcpy(xh + <size_t> b * K + L.Ni, h + <size_t> b * P, P * sizeof(float))
+            pyrnn_gemm_packed_f(B, GH, K, xh, K, L.Wcat, gx, GH, 0)
+            gh = <floating *> L.zero
+            Whh = NULL
+    if Whh != NULL:
+        gemm(False, True, B, GH, L.Ni, <floating> 1, x, L.Ni, <floating *> L.Wih, L.Ni,
+             <floating> 0, gx, GH)
     if kind == K_RNN_TANH or kind == K_RNN_RELU:
-        gemm(False, True, B, H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
+        if Whh != NULL:
+            gemm(False, True, B, H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
         rnn_fwd(kind == K_RNN_RELU, B, H, NULL, 0, gx, <floating *> L.bx, gh, h, hn, y, P,
                 <floating *> NULL)
     elif kind == K_LSTM:
-        gemm(False, True, B, GH, P, <floating> 1, h, P, Whh, P, <floating> 0, gh, GH)
+        if Whh != NULL:
+            gemm(False, True, B, GH, P, <floating> 1, h, P, Whh, P, <floating> 0, gh, GH)
         if L.proj:
             lstm_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.c,
                      <floating *> L.cn, <floating *> NULL, <floating *> L.M, <floating *> NULL,
@@ -639,7 +656,8 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept n
         grb_fwd2(B, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
                  <floating *> L.A, hn, y, P)
     else:
-        gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
+        if Whh != NULL:
+            gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
         mgru_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, h, hn, y, P, <floating *> NULL)
     memcpy(h, hn, <size_t> B * P * sizeof(floating))
 
@@ -692,6 +710,8 @@ cdef class StreamCore:
             L.gx, L.gh, L.A = ptr(d["gx"]), ptr(d["gh"]), ptr(d.get("A"))
             L.X2, L.M = ptr(d.get("X2")), ptr(d.get("M"))
             L.hn, L.cn, L.y = ptr(d["hn"]), ptr(d.get("cn")), ptr(d["y"])
+            L.Wcat = <float *> ptr(d.get("Wcat"))
+            L.xh, L.zero = ptr(d.get("xh")), ptr(d.get("zero"))
         self.Ni = self.layers[0].Ni
         self.out2 = np.zeros((B, self.layers[self.nl - 1].P), np.float64 if double else np.float32)
         self.out1 = self.out2[0]
@@ -713,6 +733,7 @@ cdef class StreamCore:
             L = &self.layers[l]
             L.Wih, L.Whh, L.Whr = ptr(d["Wih"]), ptr(d["Whh"]), ptr(d.get("Whr"))
             L.bx, L.bhn = ptr(d["bx"]), ptr(d.get("bhn"))
+            L.Wcat = <float *> ptr(d.get("Wcat"))
 
     def step(self, x):
         """Advance one step. x: (B, I) or, when B == 1, (I,), C-contiguous in
