@@ -37,15 +37,10 @@ class _CellBase(Module):
             s += f", dtype={self.dtype.name}"
         return s
 
-    def _weights(self):
-        p = self.params
-        return {"Wih": p["weight_ih"], "Whh": p["weight_hh"], "Whr": None,
-                "b_ih": p.get("bias_ih"), "b_hh": p.get("bias_hh")}
-
-    def _grad_bufs(self):
-        g = self.grads
-        return {"dWih": g["weight_ih"], "dWhh": g["weight_hh"], "dWhr": None,
-                "dbih": g.get("bias_ih"), "dbhh": g.get("bias_hh")}
+    def _weights(self, arrays=None):
+        a = self.params if arrays is None else arrays
+        return {"Wih": a["weight_ih"], "Whh": a["weight_hh"], "Whr": None,
+                "b_ih": a.get("bias_ih"), "b_hh": a.get("bias_hh")}
 
     def _x(self, x):
         x = as_float_array(x, self.dtype, "x")
@@ -84,7 +79,7 @@ class _CellBase(Module):
         dc = np.empty((B, H), self.dtype) if dc1 is not None else None
         if B:
             direction_backward(self.mode, cache, np.zeros((1, B, H), self.dtype), dh1, dc1,
-                               dx.reshape(1, B, -1), dh, dc, self._grad_bufs(), False)
+                               dx.reshape(1, B, -1), dh, dc, self._weights(self.grads), False)
         return dx, dh, dc
 
     def _unbatch(self, batched, *arrays):

@@ -16,6 +16,10 @@ from .nn import Module, as_float_array, check_dtype, once
 
 __all__ = ["RNN", "GRU", "LSTM", "MinimalGRU"]
 
+# driver name -> PyTorch parameter name prefix
+_SLOTS = (("Wih", "weight_ih_"), ("Whh", "weight_hh_"), ("Whr", "weight_hr_"),
+          ("b_ih", "bias_ih_"), ("b_hh", "bias_hh_"))
+
 # BLAS through scipy takes 32-bit sizes
 _INT32_LIMIT = 2 ** 31
 
@@ -103,7 +107,8 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
 def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx, ldy=None):
     """Backward of one direction. dY: (T, B, *) view at this direction's
     features; dhn/dcn: (B, P)/(B, H). Writes dX (added to when
-    accumulate_dx), dh0, dc0; adds into g = dict dWih, dWhh, dWhr, dbih, dbhh."""
+    accumulate_dx), dh0, dc0; adds into g, the gradient arrays under the
+    names of direction_forward's w (Wih, Whh, Whr, b_ih, b_hh)."""
     c = cache
     T, B, H, P, G = c["T"], c["B"], c["H"], c["P"], KINDS[mode][1]
     dt = dY.dtype
@@ -112,8 +117,8 @@ def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx
              dGX=take((T * B, G * H), dt),
              dGH=take((T * B, G * H), dt) if mode == "GRU" else None,
              dHT=take((T * B, P), dt) if c["Whr"] is not None else None,
-             dWih=g["dWih"], dWhh=g["dWhh"], dWhr=g.get("dWhr"),
-             dbih=g.get("dbih"), dbhh=g.get("dbhh"),
+             dWih=g["Wih"], dWhh=g["Whh"], dWhr=g.get("Whr"),
+             dbih=g.get("b_ih"), dbhh=g.get("b_hh"),
              dhbuf=take((2, B, P), dt),
              dcbuf=take((2, B, H), dt) if mode == "LSTM" else None,
              dmbuf=take((B, H), dt) if (c["Whr"] is not None or mode == "GRU_RB") else None)
@@ -285,19 +290,12 @@ class _RNNBase(Module):
             s += f", dtype={self.dtype.name}"
         return s
 
-    def _weights(self, layer, d):
+    def _weights(self, layer, d, arrays=None):
+        """The arrays of one layer and direction (params, or grads) under the
+        driver's names Wih, Whh, Whr, b_ih, b_hh (absent ones are None)."""
         s = f"l{layer}" + ("_reverse" if d else "")
-        p = self.params
-        return {"Wih": p["weight_ih_" + s], "Whh": p["weight_hh_" + s],
-                "Whr": p.get("weight_hr_" + s),
-                "b_ih": p.get("bias_ih_" + s), "b_hh": p.get("bias_hh_" + s)}
-
-    def _grad_bufs(self, layer, d):
-        s = f"l{layer}" + ("_reverse" if d else "")
-        g = self.grads
-        return {"dWih": g["weight_ih_" + s], "dWhh": g["weight_hh_" + s],
-                "dWhr": g.get("weight_hr_" + s),
-                "dbih": g.get("bias_ih_" + s), "dbhh": g.get("bias_hh_" + s)}
+        a = self.params if arrays is None else arrays
+        return {slot: a.get(name + s) for slot, name in _SLOTS}
 
     # -- input handling ----------------------------------------------------
     def _state_shapes(self, B):
@@ -483,7 +481,8 @@ class _RNNBase(Module):
                 i = layer * D + d
                 direction_backward(self.mode, caches[layer][d], d_out[:, :, d * P:],
                                    dhn[i], dcn[i] if is_lstm else None, dX, dh0[i],
-                                   dc0[i] if is_lstm else None, self._grad_bufs(layer, d),
+                                   dc0[i] if is_lstm else None,
+                                   self._weights(layer, d, self.grads),
                                    accumulate_dx=d > 0, ldy=D * P)
             caches[layer] = None  # release activations as we go
             if layer > 0 and masks[layer - 1] is not None:

@@ -270,3 +270,18 @@ def fd_check(f, arrays, grads, eps=1e-6, max_entries=200, seed=0):
             err = abs(num - gflat[i]) / max(1.0, abs(num), abs(gflat[i]))
             worst = max(worst, err)
     return worst
+
+
+def random_layer_inputs(mode, T, B, I, H, L, D, Hout, dtype=np.float64, seed=0):
+    """x (T, B, I), hx, dy, dhn for a layer of the given shape (hx and dhn are
+    (h, c) tuples for LSTM), normal draws from `seed`."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((L * D, B, Hout)).astype(dtype)
+    dy = rng.standard_normal((T, B, D * Hout)).astype(dtype)
+    dhn = rng.standard_normal((L * D, B, Hout)).astype(dtype)
+    if mode == "LSTM":
+        c0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+        dcn = rng.standard_normal((L * D, B, H)).astype(dtype)
+        return x, (h0, c0), dy, (dhn, dcn)
+    return x, h0, dy, dhn

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from _oracle import random_params, require_torch, torch_layer_run
+from _oracle import random_layer_inputs, random_params, require_torch, torch_layer_run
 from conftest import make_layer
 
 # largest error seen per (kind, dtype); printed at the end with -s
@@ -32,16 +32,7 @@ def kind_name(mode, proj):
 
 
 def make_data(mode, T, B, I, H, L, D, Hout, dtype, seed=0):
-    rng = np.random.default_rng(seed + 7)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0 = rng.standard_normal((L * D, B, Hout)).astype(dtype)
-    dy = rng.standard_normal((T, B, D * Hout)).astype(dtype)
-    dhn = rng.standard_normal((L * D, B, Hout)).astype(dtype)
-    if mode == "LSTM":
-        c0 = rng.standard_normal((L * D, B, H)).astype(dtype)
-        dcn = rng.standard_normal((L * D, B, H)).astype(dtype)
-        return x, (h0, c0), dy, (dhn, dcn)
-    return x, h0, dy, dhn
+    return random_layer_inputs(mode, T, B, I, H, L, D, Hout, dtype, seed=seed + 7)
 
 
 def run_pyrnn(layer, x, hx, lengths, dy, dhn):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pyrnn import reference as R
-from _oracle import fd_check, random_params, torch_cell_run, torch_layer_run
+from _oracle import fd_check, random_layer_inputs, random_params, torch_cell_run, torch_layer_run
 
 T, B, I, H = 5, 4, 3, 4
 TOL = 1e-10
@@ -15,16 +15,7 @@ TOL = 1e-10
 
 def make_inputs(mode, L, D, Hout, dtype=np.float64, seed=0):
     """x, hx, dy, dhn for a layer of the given shape (hx/dhn are tuples for LSTM)."""
-    rng = np.random.default_rng(seed + 100)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0 = rng.standard_normal((L * D, B, Hout)).astype(dtype)
-    dy = rng.standard_normal((T, B, D * Hout)).astype(dtype)
-    dhn = rng.standard_normal((L * D, B, Hout)).astype(dtype)
-    if mode == "LSTM":
-        c0 = rng.standard_normal((L * D, B, H)).astype(dtype)
-        dcn = rng.standard_normal((L * D, B, H)).astype(dtype)
-        return x, (h0, c0), dy, (dhn, dcn)
-    return x, h0, dy, dhn
+    return random_layer_inputs(mode, T, B, I, H, L, D, Hout, dtype, seed=seed + 100)
 
 
 def split(mode, state):

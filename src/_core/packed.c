@@ -45,31 +45,24 @@ static void tile(int K, const float *a0, const float *a1, const float *a2, const
         x = _mm256_broadcast_ss(a3 + k);
         c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
     }
-    if (acc) {   /* C += product: add the old values (rows/cols in range only) */
-        float t[MR][NR];
-        _mm256_storeu_ps(t[0], c00); _mm256_storeu_ps(t[0] + 8, c01);
-        _mm256_storeu_ps(t[1], c10); _mm256_storeu_ps(t[1] + 8, c11);
-        _mm256_storeu_ps(t[2], c20); _mm256_storeu_ps(t[2] + 8, c21);
-        _mm256_storeu_ps(t[3], c30); _mm256_storeu_ps(t[3] + 8, c31);
-        for (int r = 0; r < rows; r++)
-            for (int j = 0; j < cols; j++)
-                c[(size_t)r * ldc + j] += t[r][j];
-        return;
-    }
-    if (rows == MR && cols == NR) {
+    if (!acc && rows == MR && cols == NR) {
         _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01);
         _mm256_storeu_ps(c + ldc, c10); _mm256_storeu_ps(c + ldc + 8, c11);
         _mm256_storeu_ps(c + 2 * (size_t)ldc, c20); _mm256_storeu_ps(c + 2 * (size_t)ldc + 8, c21);
         _mm256_storeu_ps(c + 3 * (size_t)ldc, c30); _mm256_storeu_ps(c + 3 * (size_t)ldc + 8, c31);
         return;
     }
+    /* partial tile, or C += product: through a buffer, rows/cols in range only */
     float t[MR][NR];
     _mm256_storeu_ps(t[0], c00); _mm256_storeu_ps(t[0] + 8, c01);
     _mm256_storeu_ps(t[1], c10); _mm256_storeu_ps(t[1] + 8, c11);
     _mm256_storeu_ps(t[2], c20); _mm256_storeu_ps(t[2] + 8, c21);
     _mm256_storeu_ps(t[3], c30); _mm256_storeu_ps(t[3] + 8, c31);
-    for (int r = 0; r < rows; r++)
-        memcpy(c + (size_t)r * ldc, t[r], (size_t)cols * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        float *cr = c + (size_t)r * ldc;
+        if (acc) for (int j = 0; j < cols; j++) cr[j] += t[r][j];
+        else memcpy(cr, t[r], (size_t)cols * sizeof(float));
+    }
 }
 
 /* One row (batch 1): a matrix-vector product, bound by loading the panel.
