@@ -14,6 +14,12 @@ MinimalGRU, RNN); a training step (forward + backward with dx) counts 3x.
 object (when ``pyrnn.stream`` exists), PyTorch's ``*Cell`` one step at a time under
 ``inference_mode`` and ONNX Runtime with sequence length 1 feeding the state back.
 
+``--memory`` measures the peak extra memory of one training step instead (issue 3):
+pyrnn against PyTorch, each (cell, shape, peer) in its own fresh interpreter, as VmHWM
+minus VmRSS around the step with the peak reset just before it (/proc/self/clear_refs),
+for the first step after building the model and for the second. ``child_memory`` runs
+any such measurement.
+
 Peers that are not installed are skipped with a note. ``build_onnx_model`` is reusable.
 """
 import argparse
@@ -522,6 +528,215 @@ def measure(runners, repeats, min_time, settle=0.0):
     return {name: (numbers[name], samples[name]) for name in names}
 
 
+# --------------------------------------------------------------------------- memory
+
+MEMORY_PEERS = ("torch",)
+_CLEAR_REFS = "/proc/self/clear_refs"
+_MEM_MARK = "PYRNN-BENCH-MEMORY "
+_MEM_ABORT = 3  # exit status of a child that cannot reset its peak
+
+# The child: exec the peer's code (which defines step()), then twice: reset the peak
+# RSS, read VmRSS, call step() keeping everything it returns, read VmHWM, drop it all.
+# The reset comes BEFORE the VmRSS reading: the kernel then has VmHWM >= that reading,
+# so "extra" cannot come out negative from pages freed between the two.
+_MEM_CHILD = r'''
+import gc, json, sys
+
+def _status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(rest.split()[0])
+    return out
+
+def _reset_peak(path):
+    try:
+        with open(path, "w") as f:
+            f.write("5")
+    except OSError as e:
+        sys.stderr.write("cannot reset the peak RSS: writing 5 to %s failed: %s\n" % (path, e))
+        sys.exit(__ABORT__)
+
+clear_refs, code = sys.argv[1], sys.argv[2]
+_reset_peak(clear_refs)  # fail before the (possibly slow) setup
+ns = {"__name__": "__pyrnn_bench_memory__"}
+exec(compile(code, "<memory step>", "exec"), ns)
+step = ns["step"]
+out = {}
+for label in ("first", "steady"):
+    gc.collect()
+    _reset_peak(clear_refs)
+    before = _status()
+    keep = step()
+    peak = _status()
+    del keep
+    gc.collect()
+    out[label] = {"before_kib": before, "peak_kib": peak, "after_kib": _status()}
+print(__MARK__ + json.dumps(out), flush=True)
+'''.replace("__ABORT__", str(_MEM_ABORT)).replace("__MARK__", repr(_MEM_MARK))
+
+
+class ClearRefsError(RuntimeError):
+    """The peak RSS cannot be reset (no writable /proc/self/clear_refs)."""
+
+
+def clear_refs_problem(path=None):
+    """None when this process can reset its peak RSS through ``path`` (default
+    /proc/self/clear_refs, Linux), else a message saying why not."""
+    path = path or _CLEAR_REFS
+    try:
+        with open(path, "w") as f:
+            f.write("5")
+    except OSError as e:
+        return (f"--memory resets the peak RSS by writing 5 to {path}, which failed "
+                f"({e.strerror or e}); it needs Linux with a writable {path}")
+    return None
+
+
+def _pyrnn_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_memory(code, timeout=None):
+    """Run ``code`` in a fresh interpreter (``sys.executable``, clean allocators) and
+    measure its ``step()``. ``code`` must define ``step()``; what step() returns stays
+    alive until the peak is read. Around the first and then a second call: reset the
+    peak RSS (``/proc/self/clear_refs``), read VmRSS, call, read VmHWM.
+
+    Returns {"first": {...}, "steady": {...}}, each with ``extra_mib`` (VmHWM minus
+    VmRSS before the call), ``kept_mib`` (VmRSS after the call, its results dropped,
+    minus before), ``base_mib`` (VmRSS before) and the raw /proc figures in KiB
+    (``before_kib``, ``peak_kib``, ``after_kib``: VmRSS, VmHWM, RssAnon, RssFile, RssShmem).
+    Raises ClearRefsError when the peak cannot be reset, RuntimeError when the child fails.
+    """
+    import subprocess
+    env = dict(os.environ)
+    # the child imports the same pyrnn as this process
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_pyrnn_root(), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", _MEM_CHILD, _CLEAR_REFS, code],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=timeout)
+    if proc.returncode == _MEM_ABORT and "cannot reset the peak RSS" in proc.stderr:
+        raise ClearRefsError(proc.stderr.strip().splitlines()[-1])
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_MEM_MARK)]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"measuring child exited with status {proc.returncode}: {tail}")
+    raw = json.loads(lines[-1][len(_MEM_MARK):])
+    for fig in raw.values():
+        b, p, a = fig["before_kib"], fig["peak_kib"], fig["after_kib"]
+        fig["extra_mib"] = (p["VmHWM"] - b["VmRSS"]) / 1024.0
+        fig["kept_mib"] = (a["VmRSS"] - b["VmRSS"]) / 1024.0
+        fig["base_mib"] = b["VmRSS"] / 1024.0
+    return raw
+
+
+def memory_step_code(peer, cell, shape, threads=1, seed=0):
+    """Source for child_memory: one training step of ``peer`` ("pyrnn" or "torch") on
+    a float32 single-layer ``cell`` of shape T:B:I:H, forward + backward with dx, or
+    raise Skip. Both peers start each step in the same state: weights and weight
+    gradients allocated and resident (pyrnn keeps ``grads`` and adds into them; torch
+    gets ``.grad`` preset to zeros so it accumulates likewise), the same x and dy
+    (make_inputs), and dx returned fresh (torch's ``x.grad`` is taken and cleared)."""
+    T, B, I, H = (int(v) for v in shape)
+    _, _, pyrnn_cls, torch_cls, _ = CELLS[cell]
+    head = (f"import numpy as np\n"
+            f"T, B, I, H = {T}, {B}, {I}, {H}\n"
+            f"rng = np.random.default_rng({int(seed) + 1})  # as pyrnn.bench.make_inputs\n"
+            f"x = rng.standard_normal((T, B, I), dtype=np.float32)\n"
+            f"dy = rng.standard_normal((T, B, H), dtype=np.float32)\n")
+    if peer == "pyrnn":
+        _, why = pyrnn_core()
+        if why:
+            raise Skip(why)
+        return head + f"""
+import pyrnn
+pyrnn.set_num_threads({int(threads)})
+layer = pyrnn.{pyrnn_cls}(I, H, dtype=np.float32, seed={int(seed)})
+for g in layer.grads.values():
+    g[...] = 0  # np.zeros pages are not resident until written; torch's zeros are
+
+def step():
+    y, h_n, backward = layer.forward_train(x)
+    dx, dhx = backward(dy)
+    return y, h_n, dx, dhx
+"""
+    if peer == "torch":
+        import importlib.util
+        if importlib.util.find_spec("torch") is None:
+            raise Skip("torch not installed")
+        if torch_cls is None:
+            raise Skip(f"torch has no {pyrnn_cls}")
+        return head + f"""
+import torch
+torch.set_num_threads({int(threads)})
+torch.manual_seed({int(seed)})
+m = torch.nn.{torch_cls}(I, H)
+for p in m.parameters():
+    p.grad = torch.zeros_like(p)
+xt = torch.from_numpy(x).requires_grad_(True)  # so torch computes dx like pyrnn does
+dyt = torch.from_numpy(dy)
+
+def step():
+    y, h_n = m(xt)
+    y.backward(dyt)
+    dx, xt.grad = xt.grad, None
+    return y, h_n, dx
+"""
+    raise ValueError(f"peer: expected pyrnn or torch, got {peer!r}")
+
+
+def measure_memory(peer, cell, shape, threads=1, seed=0, timeout=None):
+    """Peak extra memory of one training step of ``peer`` in a fresh process:
+    {"first_mib", "steady_mib", "kept_mib", "base_mib", "raw"}. first: around the
+    first step after building the model; steady: around the second; kept: what the
+    first step left resident once its results were dropped. Raises Skip when the peer
+    cannot run, ClearRefsError / RuntimeError when the measurement fails."""
+    raw = child_memory(memory_step_code(peer, cell, shape, threads, seed), timeout)
+    return {"first_mib": raw["first"]["extra_mib"], "steady_mib": raw["steady"]["extra_mib"],
+            "kept_mib": raw["first"]["kept_mib"], "base_mib": raw["first"]["base_mib"],
+            "raw": raw}
+
+
+def _run_memory(a, notes, log):
+    out = []
+    for threads in a.threads:
+        for cell in a.cells:
+            for shape in a.shapes:
+                entry = {"cell": cell, "shape": list(shape), "T": shape[0], "B": shape[1],
+                         "I": shape[2], "H": shape[3], "threads": threads,
+                         "peers": {}, "skipped": {}, "ratio": {}}
+                for peer in ("pyrnn",) + MEMORY_PEERS:
+                    try:
+                        fig = measure_memory(peer, cell, shape, threads, a.seed)
+                    except Skip as e:
+                        entry["skipped"][peer] = str(e)
+                        _note(notes, str(e))
+                        continue
+                    except ClearRefsError:
+                        raise
+                    except (RuntimeError, OSError) as e:
+                        msg = f"{peer}: {cell} {':'.join(map(str, shape))}: {e}"
+                        entry["skipped"][peer] = msg
+                        _note(notes, msg)
+                        continue
+                    entry["peers"][peer] = fig
+                    log(f"memory {cell} {':'.join(map(str, shape))} t{threads} {peer}: "
+                        f"first {fig['first_mib']:.1f} MiB, steady {fig['steady_mib']:.1f} MiB")
+                got = entry["peers"]
+                if "pyrnn" in got:
+                    for peer in MEMORY_PEERS:
+                        if peer in got:
+                            # peer MiB / pyrnn MiB: > 1 means pyrnn uses less
+                            entry["ratio"][peer] = {
+                                k: (got[peer][k] / got["pyrnn"][k] if got["pyrnn"][k] > 0 else None)
+                                for k in ("first_mib", "steady_mib")}
+                out.append(entry)
+    return out
+
+
 # --------------------------------------------------------------------------- CLI
 
 def _csv(s):
@@ -607,6 +822,10 @@ def _parser():
     p.add_argument("--quick", action="store_true", help="tiny grid for smoke tests")
     p.add_argument("--stream", action="store_true",
                    help="per-step streaming latency at batch 1 instead of the grid (issue 6)")
+    p.add_argument("--memory", action="store_true",
+                   help="peak extra memory of one training step, pyrnn against torch, one fresh "
+                        "process per peer and shape (issue 3); --peers and --mode do not apply; "
+                        "default --threads 1")
     p.add_argument("--stream-hidden", type=_parse_ints("--stream-hidden"), default=None,
                    help="hidden sizes for --stream (I = H; default 128,256,512; --quick 32)")
     p.add_argument("--stream-steps", type=int, default=None,
@@ -805,6 +1024,30 @@ def format_stream(entries, peers):
             "step; xPEER = PEER us / pyrnn us (> 1: pyrnn faster).")
 
 
+def format_memory(entries):
+    names = ("pyrnn",) + MEMORY_PEERS
+    header = (["cell", "T:B:I:H", "thr"]
+              + [f"{n} MiB {k}" for n in names for k in ("first", "steady", "kept")]
+              + [f"x{n} {k}" for n in MEMORY_PEERS for k in ("first", "steady")])
+    rows = []
+    for e in entries:
+        got = e["peers"]
+        row = [e["cell"], ":".join(map(str, e["shape"])), e["threads"]]
+        for n in names:
+            row += [_f(got[n][f"{k}_mib"], ".1f") if n in got else "-"
+                    for k in ("first", "steady", "kept")]
+        for n in MEMORY_PEERS:
+            r = e["ratio"].get(n, {})
+            row += [_f(r.get("first_mib"), ".2f"), _f(r.get("steady_mib"), ".2f")]
+        rows.append(row)
+    return (_table(rows, header) + "\n\npeak extra memory of one training step (forward + "
+            "backward with dx, float32), one fresh process per peer and shape: VmHWM minus "
+            "VmRSS before the step, with the peak reset just before it. first: the first step "
+            "after building the model; steady: the second; kept: resident after the first step "
+            "once its results are dropped (pools, caches, code paged in). "
+            "xPEER = PEER MiB / pyrnn MiB (> 1: pyrnn uses less).")
+
+
 def plot(results, peaks, path):
     """GFLOP/s per peer, one panel per (mode, threads), sgemm peak dashed."""
     import matplotlib
@@ -839,9 +1082,18 @@ def main(argv=None):
     if a.repeats is not None and a.repeats < 1:
         print("pyrnn bench: --repeats: expected a positive integer", file=sys.stderr)
         return 2
+    if a.stream and a.memory:
+        print("pyrnn bench: --stream and --memory are separate runs; choose one", file=sys.stderr)
+        return 2
+    if a.memory:
+        why = clear_refs_problem()
+        if why:
+            print(f"pyrnn bench: {why}", file=sys.stderr)
+            return 2
     if a.plot:
-        if a.stream:
-            print("pyrnn bench: --plot draws the grid; it is not available with --stream", file=sys.stderr)
+        if a.stream or a.memory:
+            print("pyrnn bench: --plot draws the grid; it is not available with "
+                  f"{'--stream' if a.stream else '--memory'}", file=sys.stderr)
             return 2
         try:  # fail before a long run, not after it
             import matplotlib  # noqa: F401
@@ -852,14 +1104,14 @@ def main(argv=None):
     q = a.quick
     a.cells = a.cells or ["lstm", "gru", "rnn"]
     a.shapes = a.shapes or list(QUICK_SHAPES if q else DEFAULT_SHAPES)
-    a.threads = a.threads or ([1] if q else [1, 2])
+    a.threads = a.threads or ([1] if q or a.memory else [1, 2])
     a.repeats = a.repeats or (3 if q else 7)
     a.min_time = a.min_time if a.min_time is not None else (0.005 if q else 0.05)
     a.settle = a.settle if a.settle is not None else 0.15
     a.sgemm_n = a.sgemm_n or (512 if q else 2048)
     a.stream_hidden = a.stream_hidden or ([32] if q else [128, 256, 512])
     a.stream_steps = a.stream_steps or (10 if q else 100)
-    peers = [p for p in a.peers if p != "pyrnn"]
+    peers = list(MEMORY_PEERS) if a.memory else [p for p in a.peers if p != "pyrnn"]
     log = (lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
     notes = []
@@ -872,26 +1124,38 @@ def main(argv=None):
         _note(notes, busy)
         log(busy)
     peaks = {}
-    for t in a.threads:
+    for t in ([] if a.memory else a.threads):  # the memory run has no use for the peak
         peaks[str(t)] = sgemm_peak(t, a.sgemm_n, repeats=2 if q else 3)
         log(f"sgemm peak, {t} thread(s): {peaks[str(t)]['gflops']:.1f} GFLOP/s")
-    if any(t > 1 for t in a.threads):
+    if peaks and any(t > 1 for t in a.threads):
         time.sleep(a.settle)  # scipy's BLAS workers spin after the sgemm
 
-    report = {"schema": 1, "kind": "stream" if a.stream else "grid",
+    kind = "stream" if a.stream else "memory" if a.memory else "grid"
+    report = {"schema": 1, "kind": kind,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": "pyrnn bench " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": machine, "versions": _versions(),
               "settings": {"cells": a.cells, "shapes": [list(s) for s in a.shapes],
-                           "threads": a.threads, "peers": peers, "modes": a.mode,
+                           "threads": a.threads, "peers": peers,
+                           "modes": ["train"] if a.memory else a.mode,
                            "repeats": a.repeats, "min_time": a.min_time, "settle": a.settle,
                            "numpy_max_gflop": a.numpy_max_gflop, "seed": a.seed,
                            "stream_hidden": a.stream_hidden if a.stream else None,
                            "stream_steps": a.stream_steps if a.stream else None,
                            "flops": "2*B*(I+H)*G*H per step, G = 4 LSTM, 3 GRU, 2 MinimalGRU, "
                                     "1 RNN; training x3"},
-              "sgemm_peak": peaks, "notes": notes, "results": [], "stream": []}
-    if a.stream:
+              "sgemm_peak": peaks, "notes": notes, "results": [], "stream": [], "memory": []}
+    if a.memory:
+        report["settings"]["memory"] = (
+            "VmHWM - VmRSS around one training step in a fresh process per peer and shape; "
+            "peak reset by writing 5 to /proc/self/clear_refs just before the step")
+        try:
+            report["memory"] = _run_memory(a, notes, log)
+        except ClearRefsError as e:
+            print(f"pyrnn bench: {e}", file=sys.stderr)
+            return 2
+        text = format_memory(report["memory"])
+    elif a.stream:
         report["stream"] = _run_stream(a, peers, notes, log)
         text = format_stream(report["stream"], peers)
     else:
