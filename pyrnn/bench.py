@@ -17,8 +17,9 @@ object (when ``pyrnn.stream`` exists), PyTorch's ``*Cell`` one step at a time un
 ``--memory`` measures the peak extra memory of one training step instead (issue 3):
 pyrnn against PyTorch, each (cell, shape, peer) in its own fresh interpreter, as VmHWM
 minus VmRSS around the step with the peak reset just before it (/proc/self/clear_refs),
-for the first step after building the model and for the second. ``child_memory`` runs
-any such measurement.
+for the first step after building the model and for the second, and for the first step
+in another process after a tiny warm-up step (the library's start-up then done).
+``child_memory`` runs any such measurement.
 
 Peers that are not installed are skipped with a note. ``build_onnx_model`` is reusable.
 """
@@ -633,13 +634,17 @@ def child_memory(code, timeout=None):
     return raw
 
 
-def memory_step_code(peer, cell, shape, threads=1, seed=0):
+def memory_step_code(peer, cell, shape, threads=1, seed=0, warm_library=False):
     """Source for child_memory: one training step of ``peer`` ("pyrnn" or "torch") on
     a float32 single-layer ``cell`` of shape T:B:I:H, forward + backward with dx, or
     raise Skip. Both peers start each step in the same state: weights and weight
     gradients allocated and resident (pyrnn keeps ``grads`` and adds into them; torch
     gets ``.grad`` preset to zeros so it accumulates likewise), the same x and dy
-    (make_inputs), and dx returned fresh (torch's ``x.grad`` is taken and cleared)."""
+    (make_inputs), and dx returned fresh (torch's ``x.grad`` is taken and cleared).
+
+    warm_library: first run one training step of a separate 5:2:3:4 model of the same
+    cell, so that the library's one-time start-up (code paged in, threads, engine
+    state) is behind the measured steps; no pyrnn pool buffer is that small."""
     T, B, I, H = (int(v) for v in shape)
     _, _, pyrnn_cls, torch_cls, _ = CELLS[cell]
     head = (f"import numpy as np\n"
@@ -647,6 +652,8 @@ def memory_step_code(peer, cell, shape, threads=1, seed=0):
             f"rng = np.random.default_rng({int(seed) + 1})  # as pyrnn.bench.make_inputs\n"
             f"x = rng.standard_normal((T, B, I), dtype=np.float32)\n"
             f"dy = rng.standard_normal((T, B, H), dtype=np.float32)\n")
+    tail = ("\n" + ("make(np.ones((5, 2, 3), np.float32), np.ones((5, 2, 4), np.float32))()\n"
+                    if warm_library else "") + "step = make(x, dy)\n")
     if peer == "pyrnn":
         _, why = pyrnn_core()
         if why:
@@ -654,15 +661,19 @@ def memory_step_code(peer, cell, shape, threads=1, seed=0):
         return head + f"""
 import pyrnn
 pyrnn.set_num_threads({int(threads)})
-layer = pyrnn.{pyrnn_cls}(I, H, dtype=np.float32, seed={int(seed)})
-for g in layer.grads.values():
-    g[...] = 0  # np.zeros pages are not resident until written; torch's zeros are
 
-def step():
-    y, h_n, backward = layer.forward_train(x)
-    dx, dhx = backward(dy)
-    return y, h_n, dx, dhx
-"""
+
+def make(x, dy):
+    layer = pyrnn.{pyrnn_cls}(x.shape[2], dy.shape[2], dtype=np.float32, seed={int(seed)})
+    for g in layer.grads.values():
+        g[...] = 0  # np.zeros pages are not resident until written; torch's zeros are
+
+    def step():
+        y, h_n, backward = layer.forward_train(x)
+        dx, dhx = backward(dy)
+        return y, h_n, dx, dhx
+    return step
+""" + tail
     if peer == "torch":
         import importlib.util
         if importlib.util.find_spec("torch") is None:
@@ -673,31 +684,44 @@ def step():
 import torch
 torch.set_num_threads({int(threads)})
 torch.manual_seed({int(seed)})
-m = torch.nn.{torch_cls}(I, H)
-for p in m.parameters():
-    p.grad = torch.zeros_like(p)
-xt = torch.from_numpy(x).requires_grad_(True)  # so torch computes dx like pyrnn does
-dyt = torch.from_numpy(dy)
 
-def step():
-    y, h_n = m(xt)
-    y.backward(dyt)
-    dx, xt.grad = xt.grad, None
-    return y, h_n, dx
-"""
+
+def make(x, dy):
+    m = torch.nn.{torch_cls}(x.shape[2], dy.shape[2])
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    xt = torch.from_numpy(x).requires_grad_(True)  # so torch computes dx like pyrnn does
+    dyt = torch.from_numpy(dy)
+
+    def step():
+        y, h_n = m(xt)
+        y.backward(dyt)
+        dx, xt.grad = xt.grad, None
+        return y, h_n, dx
+    return step
+""" + tail
     raise ValueError(f"peer: expected pyrnn or torch, got {peer!r}")
 
 
-def measure_memory(peer, cell, shape, threads=1, seed=0, timeout=None):
-    """Peak extra memory of one training step of ``peer`` in a fresh process:
-    {"first_mib", "steady_mib", "kept_mib", "base_mib", "raw"}. first: around the
-    first step after building the model; steady: around the second; kept: what the
-    first step left resident once its results were dropped. Raises Skip when the peer
-    cannot run, ClearRefsError / RuntimeError when the measurement fails."""
+def measure_memory(peer, cell, shape, threads=1, seed=0, timeout=None, warm=True):
+    """Peak extra memory of one training step of ``peer``, in fresh processes:
+    {"first_mib", "steady_mib", "kept_mib", "base_mib", "warm_first_mib", "raw",
+    "raw_warm"}. first: around the very first training step after building the model
+    (cold: includes the library's one-time start-up); steady: around the second step;
+    kept: what the first step left resident once its results were dropped (pools,
+    caches, malloc's retained heap, code); warm_first (when ``warm``, a second child):
+    the first step of this model after a tiny step of another model, i.e. everything
+    this shape needs without the library's start-up. Raises Skip when the peer cannot
+    run, ClearRefsError / RuntimeError when the measurement fails."""
     raw = child_memory(memory_step_code(peer, cell, shape, threads, seed), timeout)
-    return {"first_mib": raw["first"]["extra_mib"], "steady_mib": raw["steady"]["extra_mib"],
-            "kept_mib": raw["first"]["kept_mib"], "base_mib": raw["first"]["base_mib"],
-            "raw": raw}
+    out = {"first_mib": raw["first"]["extra_mib"], "steady_mib": raw["steady"]["extra_mib"],
+           "kept_mib": raw["first"]["kept_mib"], "base_mib": raw["first"]["base_mib"],
+           "warm_first_mib": None, "raw": raw, "raw_warm": None}
+    if warm:
+        rw = child_memory(memory_step_code(peer, cell, shape, threads, seed, True), timeout)
+        out["warm_first_mib"] = rw["first"]["extra_mib"]
+        out["raw_warm"] = rw
+    return out
 
 
 def _run_memory(a, notes, log):
@@ -724,15 +748,18 @@ def _run_memory(a, notes, log):
                         continue
                     entry["peers"][peer] = fig
                     log(f"memory {cell} {':'.join(map(str, shape))} t{threads} {peer}: "
-                        f"first {fig['first_mib']:.1f} MiB, steady {fig['steady_mib']:.1f} MiB")
+                        f"first {fig['first_mib']:.1f} MiB, warm first {fig['warm_first_mib']:.1f} "
+                        f"MiB, steady {fig['steady_mib']:.1f} MiB")
                 got = entry["peers"]
                 if "pyrnn" in got:
                     for peer in MEMORY_PEERS:
                         if peer in got:
                             # peer MiB / pyrnn MiB: > 1 means pyrnn uses less
                             entry["ratio"][peer] = {
-                                k: (got[peer][k] / got["pyrnn"][k] if got["pyrnn"][k] > 0 else None)
-                                for k in ("first_mib", "steady_mib")}
+                                k: (got[peer][k] / got["pyrnn"][k]
+                                    if got[peer][k] is not None and (got["pyrnn"][k] or 0) > 0
+                                    else None)
+                                for k in ("first_mib", "warm_first_mib", "steady_mib")}
                 out.append(entry)
     return out
 
@@ -1026,26 +1053,28 @@ def format_stream(entries, peers):
 
 def format_memory(entries):
     names = ("pyrnn",) + MEMORY_PEERS
+    kinds = (("first", "first"), ("warm_first", "warm"), ("steady", "steady"), ("kept", "kept"))
+    ratios = (("first", "first"), ("warm_first", "warm"), ("steady", "steady"))
     header = (["cell", "T:B:I:H", "thr"]
-              + [f"{n} MiB {k}" for n in names for k in ("first", "steady", "kept")]
-              + [f"x{n} {k}" for n in MEMORY_PEERS for k in ("first", "steady")])
+              + [f"{n} {label}" for n in names for _, label in kinds]
+              + [f"x{n} {label}" for n in MEMORY_PEERS for _, label in ratios])
     rows = []
     for e in entries:
         got = e["peers"]
         row = [e["cell"], ":".join(map(str, e["shape"])), e["threads"]]
         for n in names:
-            row += [_f(got[n][f"{k}_mib"], ".1f") if n in got else "-"
-                    for k in ("first", "steady", "kept")]
+            row += [_f(got[n][f"{k}_mib"], ".1f") if n in got else "-" for k, _ in kinds]
         for n in MEMORY_PEERS:
             r = e["ratio"].get(n, {})
-            row += [_f(r.get("first_mib"), ".2f"), _f(r.get("steady_mib"), ".2f")]
+            row += [_f(r.get(f"{k}_mib"), ".2f") for k, _ in ratios]
         rows.append(row)
-    return (_table(rows, header) + "\n\npeak extra memory of one training step (forward + "
-            "backward with dx, float32), one fresh process per peer and shape: VmHWM minus "
-            "VmRSS before the step, with the peak reset just before it. first: the first step "
-            "after building the model; steady: the second; kept: resident after the first step "
-            "once its results are dropped (pools, caches, code paged in). "
-            "xPEER = PEER MiB / pyrnn MiB (> 1: pyrnn uses less).")
+    return (_table(rows, header) + "\n\nMiB of peak extra memory of one training step (forward "
+            "+ backward with dx, float32), fresh processes: VmHWM minus VmRSS before the step, "
+            "the peak reset just before it. first: the very first step after building the model "
+            "(cold, includes the library's one-time start-up); warm: the same in another process "
+            "after one tiny 5:2:3:4 step of another model; steady: the second step; kept: "
+            "resident after the first step once its results are dropped (pools, caches, malloc's "
+            "heap, code). xPEER = PEER MiB / pyrnn MiB (> 1: pyrnn uses less).")
 
 
 def plot(results, peaks, path):
