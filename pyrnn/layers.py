@@ -164,6 +164,15 @@ def as_lengths(lengths, T, B):
 
 # ---------------------------------------------------------------- layers
 
+def _panels(W):
+    """W (N, K) as 16-row panels, k-major and zero-padded, flat (packed.h)."""
+    N, K = W.shape
+    panels = -(-N // 16)
+    padded = np.zeros((panels * 16, K), np.float32)
+    padded[:N] = W
+    return np.ascontiguousarray(padded.reshape(panels, 16, K).transpose(0, 2, 1)).ravel()
+
+
 class _RNNBase(Module):
     """Shared machinery; see RNN, GRU, LSTM, MinimalGRU."""
 
@@ -246,22 +255,24 @@ class _RNNBase(Module):
                     bx, bhn = fused_biases(self.mode, self.hidden_size, w["b_ih"], w["b_hh"],
                                            self.dtype)
                     specs.append({"Wih": w["Wih"], "Whh": w["Whh"], "Whr": w["Whr"],
-                                  "bx": bx, "bhn": bhn, "Wcat": self._packed_cat(w)})
+                                  "bx": bx, "bhn": bhn, **self._packed_cat(w)})
                 self._snapshot = (self._version, specs)
             return self._snapshot
 
     def _packed_cat(self, w):
-        """[W_ih | W_hh] in the packed-panel layout of src/_core/packed.h, for a
-        stream step's single pass over the weights (float32 RNN/LSTM/MinimalGRU;
-        the GRUs keep W_hh apart because r multiplies only its part)."""
-        if self.dtype != np.float32 or self.mode not in ("RNN_TANH", "RNN_RELU", "LSTM", "MGRU"):
-            return None
-        W = np.concatenate([w["Wih"], w["Whh"]], axis=1)
-        N, K = W.shape
-        panels = -(-N // 16)
-        padded = np.zeros((panels * 16, K), np.float32)
-        padded[:N] = W
-        return np.ascontiguousarray(padded.reshape(panels, 16, K).transpose(0, 2, 1))
+        """The weights in the packed-panel layout of src/_core/packed.h, for a
+        stream step's single pass over them (float32 but GRU reset_after=False):
+        [W_ih | W_hh] for RNN/LSTM/MinimalGRU; for GRU [W_ir,z | W_hr,z], then
+        W_in from offset sec2, then W_hn from sec3 (r multiplies W_hn h only)."""
+        if self.dtype != np.float32 or self.mode == "GRU_RB":
+            return {"Wcat": None}
+        if self.mode != "GRU":
+            return {"Wcat": _panels(np.concatenate([w["Wih"], w["Whh"]], axis=1))}
+        H = self.hidden_size
+        parts = [_panels(np.concatenate([w["Wih"][:2 * H], w["Whh"][:2 * H]], axis=1)),
+                 _panels(w["Wih"][2 * H:]), _panels(w["Whh"][2 * H:])]
+        return {"Wcat": np.concatenate(parts), "sec2": parts[0].size,
+                "sec3": parts[0].size + parts[1].size}
 
     # -- description -------------------------------------------------------
     @property

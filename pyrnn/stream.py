@@ -13,13 +13,29 @@ step, so a step never sees half-updated weights. Many streams may share one
 layer and run from many threads; one stream must not be stepped by two
 threads at once (that raises RuntimeError).
 """
+import os
+
 import numpy as np
 
-from . import _core
+from . import _core, _threads
 from .layers import KINDS, _RNNBase, _check_int
 from .nn import as_float_array
 
 __all__ = ["Stream"]
+
+
+# At batch 1 a layer whose packed weights are at least this big is stepped on
+# two cores (src/_core/pair.h) when pyrnn has 2+ threads: each core then reads
+# half the weights, from its own L2.
+PAIR_MIN_BYTES = int(os.environ.get("PYRNN_PAIR_MIN_BYTES", 1 << 17))
+
+
+def _chunks(B, H, proj, Wcat):
+    """Chunks of 16 units (one weight panel of each gate) that the two cores
+    share, or 0 to step the layer on one core."""
+    if B != 1 or proj or Wcat is None or H % 16 or Wcat.nbytes < PAIR_MIN_BYTES:
+        return 0
+    return H // 16
 
 
 class Stream:
@@ -48,16 +64,18 @@ class Stream:
             spec.update(
                 kind=KINDS[mode][0], I=layer.input_size if k == 0 else P, H=H, P=P,
                 h=self._h[k], c=self._c[k] if self._lstm else None,
-                gx=np.empty((B, G * H), dt), gh=np.empty((B, G * H), dt),
+                gx=np.empty((B, G * H), dt), gh=np.zeros((B, G * H), dt),
                 A=np.empty((B, G * H), dt) if mode == "GRU_RB" else None,
                 X2=np.empty((B, H), dt) if mode == "GRU_RB" else None,
                 M=np.empty((B, H), dt) if layer.proj_size else None,
                 hn=np.empty((B, P), dt), cn=np.empty((B, H), dt) if self._lstm else None,
                 y=np.empty((B, P), dt),
                 xh=np.empty((B, (layer.input_size if k == 0 else P) + P), dt),
-                zero=np.zeros((B, G * H), dt))
+                zero=np.zeros((B, G * H), dt),
+                nchunk=_chunks(B, H, layer.proj_size, spec["Wcat"]))
             specs.append(spec)
         self._core = _core.StreamCore(B, dt == np.float64, specs)
+        self._chunks = [d["nchunk"] for d in specs]   # per layer, for tests
         self._version = version
 
     def _refresh(self):
@@ -73,7 +91,8 @@ class Stream:
         next step overwrites."""
         if self.layer._version != self._version:
             self._refresh()
-        y = self._core.step(x)          # fast path: right dtype, shape, layout
+        nt = _threads._num_threads
+        y = self._core.step(x, nt)      # fast path: right dtype, shape, layout
         if y is not None:
             return y
         layer = self.layer
@@ -84,7 +103,7 @@ class Stream:
             raise ValueError(f"x: expected shape {want}"
                              + (f" or ({layer.input_size},)" if self.batch_size == 1 else "")
                              + f", got {x.shape}")
-        return self._core.step(np.ascontiguousarray(x))
+        return self._core.step(np.ascontiguousarray(x), nt)
 
     def reset(self, rows=None):
         """Zero the state of every row, or of the given row indices."""

@@ -351,3 +351,93 @@ def test_same_stream_two_threads_raises_or_serialises():
     for _ in range(counts["ok"]):
         ref.step(x)
     np.testing.assert_allclose(s.state, ref.state, rtol=1e-12, atol=1e-13)
+
+
+# -- batch 1 on two cores (src/_core/pair.h) ---------------------------------
+
+PAIR_KINDS = [("RNN_TANH", 0), ("GRU", 0), ("MGRU", 0), ("LSTM", 0)]
+
+
+@pytest.fixture
+def pair_everywhere(monkeypatch):
+    """Split every eligible layer, however small, and restore the thread count."""
+    import pyrnn.stream as st
+    monkeypatch.setattr(st, "PAIR_MIN_BYTES", 0)
+    n = pyrnn.get_num_threads()
+    yield
+    pyrnn.set_num_threads(n)
+
+
+@pytest.mark.parametrize("kind", PAIR_KINDS, ids=_ids)
+def test_two_core_step_same_bits_as_one_core(kind, pair_everywhere):
+    """The unit split reads each weight panel in the same order as one core and
+    runs the gate kernel on whole 16-unit runs, so the bits are the same; and
+    both equal the layer on the whole sequence."""
+    mode, proj = kind
+    I, H, L, T = 24, 48, 2, 30
+    layer = make_layer(mode, I, H, L, proj=proj, dtype=np.float32, seed=5)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(T, 1, I)).astype(np.float32)
+    h0 = _rand_state(layer, 1, rng)
+    y, hn = layer(x, h0)
+    runs = {}
+    for nt in (1, 2):
+        pyrnn.set_num_threads(nt)
+        s = Stream(layer, batch_size=1)
+        assert s._chunks == [3, 3]
+        s.state = h0
+        runs[nt] = (np.stack([s.step(x[t]).copy() for t in range(T)]), s.state)
+    np.testing.assert_array_equal(runs[1][0], runs[2][0])
+    _assert_state(runs[1][1], runs[2][1], dict(rtol=0, atol=0))
+    np.testing.assert_allclose(runs[2][0], y, **TOL[np.float32])
+    _assert_state(runs[2][1], hn, TOL[np.float32])
+
+
+def test_unit_split_only_where_it_applies(pair_everywhere):
+    rng_layer = make_layer("LSTM", 8, 40, 1, proj=0, dtype=np.float32, seed=0)
+    assert Stream(rng_layer, 1)._chunks[0] == 0      # H % 16 != 0
+    lstm = make_layer("LSTM", 8, 64, 1, proj=0, dtype=np.float32, seed=0)
+    assert Stream(lstm, 1)._chunks[0] == 4
+    assert Stream(lstm, 2)._chunks[0] == 0           # batch > 1
+    proj = make_layer("LSTM", 8, 64, 1, proj=16, dtype=np.float32, seed=0)
+    assert Stream(proj, 1)._chunks[0] == 0
+    dbl = make_layer("LSTM", 8, 64, 1, proj=0, dtype=np.float64, seed=0)
+    assert Stream(dbl, 1)._chunks[0] == 0
+    rb = make_layer("GRU_RB", 8, 64, 1, proj=0, dtype=np.float32, seed=0)
+    assert Stream(rb, 1)._chunks[0] == 0
+
+
+def test_two_core_streams_from_many_threads_equal_serial(pair_everywhere):
+    """Four Python threads, each stepping its streams with 2 pyrnn threads: one
+    owns the helper at a time, the others run alone; all equal a serial run."""
+    pyrnn.set_num_threads(2)
+    layer = pyrnn.GRU(16, 64, num_layers=2, seed=0)
+    rng = np.random.default_rng(0)
+    n, T = 8, 50
+    xs = [rng.normal(size=(T, 1, 16)).astype(np.float32) for _ in range(n)]
+    pyrnn.set_num_threads(1)
+    want = _serial(layer, xs, 1)
+    pyrnn.set_num_threads(2)
+    got = [None] * n
+    errors = []
+
+    def work(ids):
+        try:
+            streams = {i: Stream(layer, batch_size=1) for i in ids}
+            res = {i: [] for i in ids}
+            for t in range(T):
+                for i in ids:
+                    res[i].append(streams[i].step(xs[i][t]).copy())
+            for i in ids:
+                got[i] = np.stack(res[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(list(range(k, n, 4)),)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    for i in range(n):
+        np.testing.assert_array_equal(got[i], want[i])

@@ -580,6 +580,13 @@ cdef extern from *:
 
 # ---------------------------------------------------------------- streaming
 
+cdef extern from "pair.h" nogil:
+    ctypedef void (*pyrnn_chunk_fn)(void *arg, int chunk) noexcept nogil
+    int pyrnn_pair_acquire()
+    void pyrnn_pair_release()
+    void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
+
+
 cdef struct StreamLayer:
     int kind, Ni, H, P, G, proj
     void *Wih
@@ -597,12 +604,73 @@ cdef struct StreamLayer:
     void *hn     # (B, P) new h
     void *cn     # (B, H) new c
     void *y      # (B, P) layer output (input of the next layer)
-    float *Wcat  # float32: [W_ih | W_hh] packed in 16-row panels, or NULL
+    # float32: the weights packed in 16-row panels (packed.h) for one pass per
+    # step, or NULL. RNN/LSTM/MinimalGRU: [W_ih | W_hh]. GRU: [W_ir,z | W_hr,z],
+    # then W_in (at Wcat + sec2), then W_hn (at Wcat + sec3), since r multiplies
+    # only the W_hn h part.
+    float *Wcat
+    size_t sec2, sec3
+    # batch 1 on two cores: H / 16 chunks of 16 units (one panel of each
+    # gate), shared with the helper thread; 0: never split (needs H % 16 == 0)
+    int nchunk
     void *xh     # (B, I + P) [x | h] for the fused product
     void *zero   # (B, G*H) zeros: the fused product leaves no separate h part
 
 
-cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept nogil:
+cdef void cat_products(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
+    """Gate pre-activations of units [u0, u1) from [x | h] in one pass over the
+    packed weights: all columns at once, or gate by gate for a slice."""
+    cdef int H = L.H, I = L.Ni, K = L.Ni + L.P, GH = L.G * L.H, g, n = u1 - u0
+    cdef float *xh = <float *> L.xh
+    cdef float *gx = <float *> L.gx
+    cdef float *W = L.Wcat
+    if L.kind == K_GRU:
+        if u0 == 0 and u1 == H:
+            pyrnn_gemm_packed_f(B, 2 * H, K, xh, K, W, gx, GH, 0)
+        else:
+            for g in range(2):
+                pyrnn_gemm_packed_f(B, n, K, xh, K, W + <size_t> (g * H + u0) * K,
+                                    gx + g * H + u0, GH, 0)
+        pyrnn_gemm_packed_f(B, n, I, xh, K, W + L.sec2 + <size_t> u0 * I,
+                            gx + 2 * H + u0, GH, 0)
+        pyrnn_gemm_packed_f(B, n, H, xh + I, K, W + L.sec3 + <size_t> u0 * H,
+                            <float *> L.gh + 2 * H + u0, GH, 0)
+    elif u0 == 0 and u1 == H:
+        pyrnn_gemm_packed_f(B, GH, K, xh, K, W, gx, GH, 0)
+    else:
+        for g in range(L.G):
+            pyrnn_gemm_packed_f(B, n, K, xh, K, W + <size_t> (g * H + u0) * K,
+                                gx + g * H + u0, GH, 0)
+
+
+cdef void cat_units(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
+    """Products and gates of units [u0, u1) (a slice only at B == 1): writes
+    hn, y (and cn) for those units."""
+    cdef int H = L.H, P = L.P, n = u1 - u0, kind = L.kind
+    cdef float *gx = <float *> L.gx + u0
+    cdef float *bx = <float *> L.bx + u0
+    cdef float *z = <float *> L.zero + u0
+    cdef float *h = <float *> L.h + u0
+    cdef float *hn = <float *> L.hn + u0
+    cdef float *y = <float *> L.y + u0
+    cat_products(L, B, u0, u1)
+    if kind == K_RNN_TANH or kind == K_RNN_RELU:
+        rnn_fwd(kind == K_RNN_RELU, B, n, NULL, 0, gx, bx, z, h, hn, y, P, <float *> NULL)
+    elif kind == K_LSTM:
+        lstm_fwd(B, n, H, NULL, 0, gx, bx, z, <float *> L.c + u0, <float *> L.cn + u0,
+                 h, hn, y, P, <float *> NULL, <float *> NULL)
+    elif kind == K_GRU:
+        gru_fwd(B, n, H, NULL, 0, gx, bx, <float *> L.gh + u0, <float *> L.bhn + u0, h, hn,
+                y, P, <float *> NULL, <float *> NULL)
+    else:
+        mgru_fwd(B, n, H, NULL, 0, gx, bx, z, h, hn, y, P, <float *> NULL)
+
+
+cdef void cat_chunk(void *arg, int chunk) noexcept nogil:
+    cat_units(<StreamLayer *> arg, 1, 16 * chunk, 16 * chunk + 16)
+
+
+cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) noexcept nogil:
     cdef int H = L.H, P = L.P, GH = L.G * L.H, kind = L.kind
     cdef const floating *Whh = <floating *> L.Whh
     cdef floating *h = <floating *> L.h
@@ -615,11 +683,20 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept n
     cdef int b, K = L.Ni + P
     if floating is float:
         if L.Wcat != NULL and pyrnn_simd_active():
-            # one pass over [W_ih | W_hh] for all gates: gx = [x | h] W^T
+            # one pass over the packed weights for all gates, from [x | h]
             for b in range(B):
                 memcpy(xh + <size_t> b * K, x + <size_t> b * L.Ni, L.Ni * sizeof(float))
                 memcpy(xh + <size_t> b * K + L.Ni, h + <size_t> b * P, P * sizeof(float))
-            pyrnn_gemm_packed_f(B, GH, K, xh, K, L.Wcat, gx, GH, 0)
+            if not L.proj:
+                if pair and L.nchunk > 0 and B == 1:
+                    pyrnn_pair_run(cat_chunk, L, L.nchunk)
+                else:
+                    cat_units(L, B, 0, H)
+                memcpy(h, hn, <size_t> B * P * sizeof(float))
+                if kind == K_LSTM:
+                    memcpy(L.c, L.cn, <size_t> B * H * sizeof(float))
+                return
+            cat_products(L, B, 0, H)
             gh = <floating *> L.zero
             Whh = NULL
     if Whh != NULL:
@@ -663,12 +740,16 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x) noexcept n
 
 
 cdef void stream_run(StreamLayer *layers, int nl, int B, const floating *x,
-                     floating *out) noexcept nogil:
+                     floating *out, int pair) noexcept nogil:
     cdef int l
     cdef const floating *inp = x
+    if pair:
+        pair = pyrnn_pair_acquire()
     for l in range(nl):
-        stream_layer_step(&layers[l], B, inp)
+        stream_layer_step(&layers[l], B, inp, pair)
         inp = <floating *> layers[l].y
+    if pair:
+        pyrnn_pair_release()
     memcpy(out, inp, <size_t> B * layers[nl - 1].P * sizeof(floating))
 
 
@@ -678,7 +759,7 @@ cdef class StreamCore:
     every array it points into, so a weight snapshot stays alive while any
     step that uses it runs."""
     cdef StreamLayer *layers
-    cdef int nl, B, Ni, busy
+    cdef int nl, B, Ni, busy, can_pair
     cdef bint double
     cdef list keep
     cdef object out2, out1
@@ -690,6 +771,7 @@ cdef class StreamCore:
         self.double = double
         self.keep = []
         self.busy = 0
+        self.can_pair = 0
         if self.nl == 0:
             raise ValueError("StreamCore needs at least one layer")
         self.layers = <StreamLayer *> calloc(self.nl, sizeof(StreamLayer))
@@ -711,6 +793,10 @@ cdef class StreamCore:
             L.X2, L.M = ptr(d.get("X2")), ptr(d.get("M"))
             L.hn, L.cn, L.y = ptr(d["hn"]), ptr(d.get("cn")), ptr(d["y"])
             L.Wcat = <float *> ptr(d.get("Wcat"))
+            L.sec2, L.sec3 = d.get("sec2", 0), d.get("sec3", 0)
+            L.nchunk = d.get("nchunk", 0) if L.Wcat != NULL else 0
+            if L.nchunk > 0:
+                self.can_pair = 1
             L.xh, L.zero = ptr(d.get("xh")), ptr(d.get("zero"))
         self.Ni = self.layers[0].Ni
         self.out2 = np.zeros((B, self.layers[self.nl - 1].P), np.float64 if double else np.float32)
@@ -734,8 +820,11 @@ cdef class StreamCore:
             L.Wih, L.Whh, L.Whr = ptr(d["Wih"]), ptr(d["Whh"]), ptr(d.get("Whr"))
             L.bx, L.bhn = ptr(d["bx"]), ptr(d.get("bhn"))
             L.Wcat = <float *> ptr(d.get("Wcat"))
+            L.sec2, L.sec3 = d.get("sec2", 0), d.get("sec3", 0)
+            if L.Wcat == NULL:
+                L.nchunk = 0
 
-    def step(self, x):
+    def step(self, x, int nthreads=1):
         """Advance one step. x: (B, I) or, when B == 1, (I,), C-contiguous in
         the stream's dtype; returns the output buffer (B, P) / (P,), or None
         when x is not in that form (the caller converts and retries)."""
@@ -757,13 +846,14 @@ cdef class StreamCore:
                                "give each thread its own Stream")
         cdef void *px = cnp.PyArray_DATA(a)
         cdef void *po = cnp.PyArray_DATA(<cnp.ndarray> self.out2)
+        cdef int pair = nthreads > 1 and self.can_pair
         self.busy = 1
         try:
             with nogil:
                 if self.double:
-                    stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po)
+                    stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po, 0)
                 else:
-                    stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po)
+                    stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po, pair)
         finally:
             self.busy = 0
         return self.out2 if nd == 2 else self.out1

@@ -1,0 +1,184 @@
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+#include "pair.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define RELAX() _mm_pause()
+#else
+#define RELAX() ((void)0)
+#endif
+
+/* how long the helper keeps spinning for the next job before it sleeps: long
+ * enough to bridge the Python between two steps of a stream, short enough not
+ * to steal a core from other work for long */
+#define HELPER_SPIN_NS 200000L
+/* how long the owner spins on an unfinished part before yielding its core
+ * (the helper was descheduled: let it run) */
+#define OWNER_SPIN_NS 50000L
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static atomic_int owned;          /* 1 while a caller owns the helper */
+static atomic_int started;        /* helper thread running */
+static atomic_int failed;         /* could not start one: never try again */
+static atomic_int sleeping;
+static atomic_ulong posted;       /* job counter, written by the owner */
+/* the current job's chunks, claimed from both ends: the owner takes them
+ * upward from 0, the helper downward from the top, so without disturbance each
+ * core keeps about the same half (and its weights in its L2) step after step;
+ * a slow or absent helper just leaves more to the owner.
+ * word = job (32 bits) | next low chunk (16) | one past the high chunk (16) */
+static _Atomic unsigned long long word;
+static atomic_int helper_done;    /* chunks of the current job the helper finished */
+static unsigned long first_seen;  /* jobs posted before the helper started */
+static pyrnn_chunk_fn job_fn;
+static void *job_arg;
+
+static long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void *helper_main(void *unused)
+{
+    (void)unused;
+    unsigned long seen = first_seen;
+    for (;;) {
+        unsigned long p;
+        long t0 = 0;
+        int n = 0;
+        while ((p = atomic_load_explicit(&posted, memory_order_acquire)) == seen) {
+            RELAX();
+            if ((++n & 63) == 0) {
+                long t = now_ns();
+                if (t0 == 0) t0 = t;
+                else if (t - t0 > HELPER_SPIN_NS) {
+                    pthread_mutex_lock(&mu);
+                    atomic_store(&sleeping, 1);
+                    while (atomic_load(&posted) == seen)
+                        pthread_cond_wait(&cv, &mu);
+                    atomic_store(&sleeping, 0);
+                    pthread_mutex_unlock(&mu);
+                    t0 = 0;
+                }
+            }
+        }
+        seen = p;
+        unsigned long long w = atomic_load(&word);
+        for (;;) {
+            unsigned lo = (w >> 16) & 0xffff, hi = w & 0xffff;
+            if ((w >> 32) != (p & 0xffffffffUL) || lo >= hi)
+                break;
+            if (atomic_compare_exchange_weak(&word, &w, (w & ~0xffffULL) | (hi - 1))) {
+                job_fn(job_arg, (int)hi - 1);
+                atomic_fetch_add_explicit(&helper_done, 1, memory_order_release);
+                w = atomic_load(&word);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* A forked child has no helper thread (threads do not survive fork). */
+static void after_fork_child(void)
+{
+    pthread_mutex_init(&mu, NULL);
+    pthread_cond_init(&cv, NULL);
+    atomic_store(&owned, 0);
+    atomic_store(&started, 0);
+    atomic_store(&sleeping, 0);
+    atomic_store(&word, 0);
+}
+
+static int start_helper(void)
+{
+    static pthread_mutex_t start_mu = PTHREAD_MUTEX_INITIALIZER;
+    static int atfork_done;
+    int ok = 1;
+    pthread_mutex_lock(&start_mu);
+    if (!atomic_load(&started) && !atomic_load(&failed)) {
+        pthread_t th;
+        pthread_attr_t at;
+        if (!atfork_done) {
+            pthread_atfork(NULL, NULL, after_fork_child);
+            atfork_done = 1;
+        }
+        first_seen = atomic_load(&posted);
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 1 << 20);
+        if (pthread_create(&th, &at, helper_main, NULL) == 0)
+            atomic_store(&started, 1);
+        else
+            atomic_store(&failed, 1);
+        pthread_attr_destroy(&at);
+    }
+    ok = atomic_load(&started);
+    pthread_mutex_unlock(&start_mu);
+    return ok;
+}
+
+int pyrnn_pair_acquire(void)
+{
+    int expect = 0;
+    if (atomic_load(&failed))
+        return 0;
+    if (!atomic_compare_exchange_strong(&owned, &expect, 1))
+        return 0;
+    if (!atomic_load(&started) && !start_helper()) {
+        atomic_store(&owned, 0);
+        return 0;
+    }
+    return 1;
+}
+
+void pyrnn_pair_release(void)
+{
+    atomic_store(&owned, 0);
+}
+
+void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
+{
+    unsigned long p = atomic_load(&posted) + 1;
+    unsigned long long job = (unsigned long long)(p & 0xffffffffUL) << 32;
+    job_fn = fn;
+    job_arg = arg;
+    atomic_store(&helper_done, 0);
+    atomic_store(&word, job | (unsigned)nchunks);
+    atomic_store(&posted, p);              /* seq_cst: pairs with `sleeping` */
+    if (atomic_load(&sleeping)) {
+        pthread_mutex_lock(&mu);
+        pthread_cond_signal(&cv);
+        pthread_mutex_unlock(&mu);
+    }
+    unsigned long long w = atomic_load(&word);
+    unsigned lo, hi;
+    for (;;) {
+        lo = (w >> 16) & 0xffff;
+        hi = w & 0xffff;
+        if (lo >= hi)
+            break;
+        if (atomic_compare_exchange_weak(&word, &w, job | ((unsigned long long)(lo + 1) << 16) | hi)) {
+            fn(arg, (int)lo);
+            w = atomic_load(&word);
+        }
+    }
+    /* no chunk is left to claim: wait for those the helper took */
+    int theirs = nchunks - (int)hi;
+    long t0 = 0;
+    int n = 0;
+    while (atomic_load_explicit(&helper_done, memory_order_acquire) != theirs) {
+        RELAX();
+        if ((++n & 63) == 0) {
+            long t = now_ns();
+            if (t0 == 0) t0 = t;
+            else if (t - t0 > OWNER_SPIN_NS) sched_yield();
+        }
+    }
+}
