@@ -14,6 +14,10 @@ from ._workspace import take
 from ._threads import get_num_threads, limit_blas_threads
 from .nn import Module, as_float_array, check_dtype, once
 
+# PYRNN_PAIR=0 keeps batch-1 work on the calling thread (no helper core, see
+# src/_core/pair.h), e.g. when other processes keep every core busy.
+_core.set_pair(os.environ.get("PYRNN_PAIR", "1").strip() != "0")
+
 __all__ = ["RNN", "GRU", "LSTM", "MinimalGRU"]
 
 # driver name -> PyTorch parameter name prefix
@@ -23,12 +27,6 @@ _SLOTS = (("Wih", "weight_ih_"), ("Whh", "weight_hh_"), ("Whr", "weight_hr_"),
 # BLAS through scipy takes 32-bit sizes
 _INT32_LIMIT = 2 ** 31
 
-# Batch 1 with the hidden units split across threads (src/_core/split1.h) needs
-# one barrier per step: on a dedicated machine it is 1.4x faster at H=512, but
-# when any other process competes for a core each barrier can wait a scheduler
-# tick (measured: 100 steps went from 13 ms to 420 ms). So it is opt-in.
-_BATCH1_SPLIT = os.environ.get("PYRNN_BATCH1_SPLIT", "") == "1"
-SPLIT_MIN_HIDDEN = 64
 
 # mode name -> (core kind, gate count)
 KINDS = {"RNN_TANH": (0, 1), "RNN_RELU": (1, 1), "LSTM": (2, 4), "GRU": (3, 3),
@@ -74,10 +72,6 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
     GA = H if G == 1 else G * H
     has_x2 = mode in ("LSTM", "GRU", "GRU_RB")
     nt = get_num_threads()
-    if (B == 1 and not train and nt > 1 and H >= SPLIT_MIN_HIDDEN and not proj and _BATCH1_SPLIT
-            and mode in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU", "MGRU")):
-        # batch 1: split the hidden units across threads (see src/_core/split1.h)
-        a["split"] = np.array([H * k // nt for k in range(nt + 1)], dtype=np.intc)
     if train:
         a["Hs"] = take((T, B, P), dt)
         a["Cs"] = take((T, B, H), dt) if mode == "LSTM" else None
@@ -100,7 +94,6 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
         return None
     a.update(kind=kind, T=T, B=B, I=I, H=H, P=P, reverse=reverse, lengths=lengths)
     del a["GX"], a["GH"], a["Y"], a["hn"], a["cn"]
-    a.pop("split", None)
     return a
 
 

@@ -19,8 +19,6 @@ from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from scipy.linalg.cython_blas cimport sgemv, dgemv
-
 from blas cimport gemm
 from gates cimport *
 
@@ -29,14 +27,14 @@ cdef extern from "packed.h" nogil:
     void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
     void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P, float *C, int ldc, int acc)
 
-cdef extern from "split1.h" nogil:
-    ctypedef void (*pyrnn_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *, int *)
-    ctypedef void (*pyrnn_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *, double *, int *)
-    void pyrnn_set_gemv(pyrnn_sgemv_t s, pyrnn_dgemv_t d)
-    void split1_forward_f(int kind, int T, int H, int nthreads, const int *split, const float *GX, const float *Whh, const float *bx, const float *bhn, const float *h0, const float *c0, float *Y, int ldy, int reverse, const int64_t *len, float *hn, float *cn, float *hbuf, float *cbuf, float *gh)
-    void split1_forward_d(int kind, int T, int H, int nthreads, const int *split, const double *GX, const double *Whh, const double *bx, const double *bhn, const double *h0, const double *c0, double *Y, int ldy, int reverse, const int64_t *len, double *hn, double *cn, double *hbuf, double *cbuf, double *gh)
+cdef extern from "pair.h" nogil:
+    ctypedef void (*pyrnn_chunk_fn)(void *arg, int chunk) noexcept nogil
+    int pyrnn_pair_acquire()
+    void pyrnn_pair_release()
+    int pyrnn_pair_enable(int on)
+    void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
 
-pyrnn_set_gemv(<pyrnn_sgemv_t> sgemv, <pyrnn_dgemv_t> dgemv)
+
 
 cnp.import_array()
 
@@ -54,6 +52,9 @@ cdef enum:
     SEQ_PAR_MIN_WORK = 1000000
     # the packed kernel re-reads h (B x P floats) per weight panel: keep it in L2
     PACKED_MAX_A = 65536
+    # batch-1 inference shares each step with the helper core (pair.h) when
+    # W_hh is at least this big: below it the hand-offs cost more than they save
+    PAIR1_MIN_BYTES = 131072
 GATES = (1, 1, 4, 3, 3, 2)
 
 
@@ -61,9 +62,6 @@ GATES = (1, 1, 4, 3, 3, 2)
 cdef struct Seq:
     int kind, T, B, Ni, H, P, G, reverse, ldy, train, proj, accumulate_dx
     const int64_t *len
-    # batch-1 inference with hidden units split across nsplit threads
-    const int *split
-    int nsplit
     # float W_hh packed for the small-GEMM kernel (packed.h), or NULL
     float *Wpk
     # parameters
@@ -258,12 +256,118 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
 
+# chunks per batch-1 step shared by the two cores (about; whole 16-unit panels)
+cdef enum:
+    PAIR_CHUNKS = 4
+
+
+cdef inline int chunk_units(int H) noexcept nogil:
+    """Units per chunk shared between the two cores: whole 16-unit panels,
+    about PAIR_CHUNKS chunks (each claim moves a cache line between cores)."""
+    cdef int panels = H // 16
+    return 16 * ((panels + PAIR_CHUNKS - 1) // PAIR_CHUNKS)
+
+
+cdef struct Pair1:
+    Seq *s
+    int t, cw
+    const float *hp
+    const float *cp
+    float *hd
+    float *cd
+
+
+cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
+    """Units [cw chunk, cw chunk + cw) of one batch-1 step: their columns of
+    every gate's product, then their gates."""
+    cdef Pair1 *q = <Pair1 *> arg
+    cdef Seq *s = q.s
+    cdef int H = s.H, GH = s.G * s.H, u0 = q.cw * chunk, g, kind = s.kind
+    cdef int n = min(q.cw, H - u0)
+    cdef const float *gx = <float *> s.GX + <size_t> q.t * GH + u0
+    cdef const float *bx = <float *> s.bx + u0
+    cdef float *gh = <float *> s.GH + u0
+    cdef float *y = <float *> s.Y + <size_t> q.t * s.ldy + u0
+    for g in range(s.G):
+        pyrnn_gemm_packed_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H,
+                            gh + g * H, GH, 0)
+    if kind == K_RNN_TANH or kind == K_RNN_RELU:
+        rnn_fwd(kind == K_RNN_RELU, 1, n, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0,
+                y, s.ldy, <float *> NULL)
+    elif kind == K_LSTM:
+        lstm_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.cp + u0, q.cd + u0, q.hp + u0,
+                 q.hd + u0, y, s.ldy, <float *> NULL, <float *> NULL)
+    elif kind == K_GRU:
+        gru_fwd(1, n, H, s.len, q.t, gx, bx, gh, <float *> s.bhn + u0, q.hp + u0,
+                q.hd + u0, y, s.ldy, <float *> NULL, <float *> NULL)
+    else:
+        mgru_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0, y, s.ldy,
+                 <float *> NULL)
+
+
+cdef void fwd1_pair(Seq *s) noexcept nogil:
+    """Batch-1 inference time loop, each step's units shared with the helper
+    core: each core keeps its part of W_hh (packed) in its own L2."""
+    cdef Pair1 q
+    cdef int T = s.T, H = s.H, step
+    cdef int lstm = s.kind == K_LSTM
+    cdef float *hbuf = <float *> s.hbuf
+    cdef float *cbuf = <float *> s.cbuf
+    q.s = s
+    q.cw = chunk_units(H)
+    for step in range(T):
+        q.t = T - 1 - step if s.reverse else step
+        if step == 0:
+            q.hp, q.cp = <float *> s.h0, <float *> s.c0
+        else:
+            q.hp = hbuf + <size_t> ((step - 1) % 2) * H
+            q.cp = cbuf + <size_t> ((step - 1) % 2) * H if lstm else NULL
+        if step == T - 1:
+            q.hd, q.cd = <float *> s.hn, <float *> s.cn
+        else:
+            q.hd = hbuf + <size_t> (step % 2) * H
+            q.cd = cbuf + <size_t> (step % 2) * H if lstm else NULL
+        pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
+
+
 cdef void input_proj_rows(Seq *s, floating *tag, int r0, int r1) noexcept nogil:
     """GX[r0:r1] = X[r0:r1] @ W_ih^T over rows of the (T*B, Ni) input."""
     cdef int GH = s.G * s.H
     gemm(False, True, r1 - r0, GH, s.Ni, <floating> 1,
          <floating *> s.X + <size_t> r0 * s.Ni, s.Ni, <floating *> s.Wih, s.Ni,
          <floating> 0, <floating *> s.GX + <size_t> r0 * GH, GH)
+
+
+cdef void proj_chunk(void *arg, int chunk) noexcept nogil:
+    cdef Seq *s = <Seq *> arg
+    cdef int rows = s.T * s.B
+    input_proj_rows(s, <float *> NULL, split(rows, chunk, 2), split(rows, chunk + 1, 2))
+
+
+cdef bint try_pair1(Seq *s, int nt) noexcept nogil:
+    """Batch-1 inference on two cores if it applies and the helper is free
+    (input projection included: an OpenMP team left spinning beside the
+    helper would take its core); False: the caller runs it alone."""
+    if (nt < 2 or s.B != 1 or s.train or s.proj or s.H % 16 != 0 or s.T < 8
+            or s.kind == K_GRU_RB or not pyrnn_simd_active()
+            or <size_t> s.G * s.H * s.H * sizeof(float) < PAIR1_MIN_BYTES):
+        return False
+    if not pyrnn_pair_acquire():
+        return False
+    pack_whh(s, False)
+    if s.Wpk != NULL:
+        # split as run_forward would, so the bits do not depend on the helper
+        if <double> s.T * s.Ni * s.G * s.H >= PAR_MIN_WORK and s.T >= 2:
+            pyrnn_pair_run(proj_chunk, s, 2)
+        else:
+            input_proj_rows(s, <float *> NULL, 0, s.T)
+        fwd1_pair(s)
+    pyrnn_pair_release()
+    if s.Wpk == NULL:
+        return False
+    free(s.Wpk)
+    s.Wpk = NULL
+    return True
 
 
 cdef inline int row_threads(Seq *s, int nt) noexcept nogil:
@@ -276,6 +380,9 @@ cdef inline int row_threads(Seq *s, int nt) noexcept nogil:
 
 cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int rows = s.T * s.B, k, n
+    if floating is float:
+        if try_pair1(s, nt):
+            return
     n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = min(n, rows)
     if n <= 1:
@@ -283,20 +390,6 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     else:
         for k in prange(n, schedule='static', num_threads=n):
             input_proj_rows(s, tag, split(rows, k, n), split(rows, k + 1, n))
-    if s.split != NULL:
-        if floating is float:
-            split1_forward_f(s.kind, s.T, s.H, s.nsplit, s.split, <float *> s.GX,
-                             <float *> s.Whh, <float *> s.bx, <float *> s.bhn,
-                             <float *> s.h0, <float *> s.c0, <float *> s.Y, s.ldy, s.reverse,
-                             s.len, <float *> s.hn, <float *> s.cn, <float *> s.hbuf,
-                             <float *> s.cbuf, <float *> s.GH)
-        else:
-            split1_forward_d(s.kind, s.T, s.H, s.nsplit, s.split, <double *> s.GX,
-                             <double *> s.Whh, <double *> s.bx, <double *> s.bhn,
-                             <double *> s.h0, <double *> s.c0, <double *> s.Y, s.ldy, s.reverse,
-                             s.len, <double *> s.hn, <double *> s.cn, <double *> s.hbuf,
-                             <double *> s.cbuf, <double *> s.GH)
-        return
     if floating is float:
         pack_whh(s, False)
     n = row_threads(s, nt)
@@ -504,9 +597,6 @@ cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse
     s.dbih, s.dbhh = ptr(a.get("dbih")), ptr(a.get("dbhh"))
     s.dhbuf, s.dcbuf, s.dmbuf = ptr(a.get("dhbuf")), ptr(a.get("dcbuf")), ptr(a.get("dmbuf"))
     s.Wpk = NULL
-    sp = a.get("split")
-    s.split = <const int *> ptr(sp)
-    s.nsplit = len(sp) - 1 if sp is not None else 0
 
 
 def forward(int kind, int T, int B, int Ni, int H, int P, bint reverse, int ldy,
@@ -562,6 +652,12 @@ def simd_max_error(int which, uint32_t stride):
     return r
 
 
+def set_pair(bint on):
+    """Allow or forbid the helper core that batch-1 inference and stream
+    steps share their work with (src/_core/pair.h)."""
+    return bool(pyrnn_pair_enable(on))
+
+
 def openmp_enabled():
     """True when the extension was built with OpenMP."""
     return bool(PYRNN_OPENMP)
@@ -579,13 +675,6 @@ cdef extern from *:
 
 
 # ---------------------------------------------------------------- streaming
-
-cdef extern from "pair.h" nogil:
-    ctypedef void (*pyrnn_chunk_fn)(void *arg, int chunk) noexcept nogil
-    int pyrnn_pair_acquire()
-    void pyrnn_pair_release()
-    void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
-
 
 cdef struct StreamLayer:
     int kind, Ni, H, P, G, proj
@@ -612,7 +701,7 @@ cdef struct StreamLayer:
     size_t sec2, sec3
     # batch 1 on two cores: H / 16 chunks of 16 units (one panel of each
     # gate), shared with the helper thread; 0: never split (needs H % 16 == 0)
-    int nchunk
+    int nchunk, cw
     void *xh     # (B, I + P) [x | h] for the fused product
     void *zero   # (B, G*H) zeros: the fused product leaves no separate h part
 
@@ -667,7 +756,8 @@ cdef void cat_units(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
 
 
 cdef void cat_chunk(void *arg, int chunk) noexcept nogil:
-    cat_units(<StreamLayer *> arg, 1, 16 * chunk, 16 * chunk + 16)
+    cdef StreamLayer *L = <StreamLayer *> arg
+    cat_units(L, 1, L.cw * chunk, min(L.cw * chunk + L.cw, L.H))
 
 
 cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) noexcept nogil:
@@ -689,7 +779,8 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
                 memcpy(xh + <size_t> b * K + L.Ni, h + <size_t> b * P, P * sizeof(float))
             if not L.proj:
                 if pair and L.nchunk > 0 and B == 1:
-                    pyrnn_pair_run(cat_chunk, L, L.nchunk)
+                    L.cw = chunk_units(H)
+                    pyrnn_pair_run(cat_chunk, L, (H + L.cw - 1) // L.cw)
                 else:
                     cat_units(L, B, 0, H)
                 memcpy(h, hn, <size_t> B * P * sizeof(float))
@@ -904,3 +995,4 @@ def matmul(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint trans_a, bint trans
                     matmul_rows(<float *> NULL, trans_a, trans_b, m, n, k, <float> alpha,
                                 <float *> pa, lda, <float *> pb, ldb, <float> beta,
                                 <float *> pc, ldc, split(m, part, nt), split(m, part + 1, nt))
+

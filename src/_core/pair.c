@@ -19,6 +19,12 @@
 /* how long the owner spins on an unfinished part before yielding its core
  * (the helper was descheduled: let it run) */
 #define OWNER_SPIN_NS 50000L
+/* when the owner waited on the helper for over twice as long as its own part
+ * took, and longer than a scheduler hiccup, the helper was preempted (its core
+ * is busy with other work): run alone for a while rather than wait again */
+#define TROUBLE_FLOOR_NS 100000L
+#define BACKOFF_MIN_NS 1000000L
+#define BACKOFF_MAX_NS 64000000L
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -26,6 +32,9 @@ static atomic_int owned;          /* 1 while a caller owns the helper */
 static atomic_int started;        /* helper thread running */
 static atomic_int failed;         /* could not start one: never try again */
 static atomic_int sleeping;
+static atomic_int enabled = 1;
+static atomic_long backoff_until;  /* now_ns() before which no job is shared */
+static atomic_long backoff_ns;     /* doubles with each trouble in a row */
 static atomic_ulong posted;       /* job counter, written by the owner */
 /* the current job's chunks, claimed from both ends: the owner takes them
  * upward from 0, the helper downward from the top, so without disturbance each
@@ -127,7 +136,9 @@ static int start_helper(void)
 int pyrnn_pair_acquire(void)
 {
     int expect = 0;
-    if (atomic_load(&failed))
+    if (atomic_load(&failed) || !atomic_load(&enabled))
+        return 0;
+    if (now_ns() < atomic_load_explicit(&backoff_until, memory_order_relaxed))
         return 0;
     if (!atomic_compare_exchange_strong(&owned, &expect, 1))
         return 0;
@@ -138,6 +149,12 @@ int pyrnn_pair_acquire(void)
     return 1;
 }
 
+int pyrnn_pair_enable(int on)
+{
+    atomic_store(&enabled, on != 0);
+    return on != 0;
+}
+
 void pyrnn_pair_release(void)
 {
     atomic_store(&owned, 0);
@@ -145,6 +162,12 @@ void pyrnn_pair_release(void)
 
 void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
 {
+    long t_start = now_ns();
+    if (t_start < atomic_load_explicit(&backoff_until, memory_order_relaxed)) {
+        for (int c = 0; c < nchunks; c++)
+            fn(arg, c);
+        return;
+    }
     unsigned long p = atomic_load(&posted) + 1;
     unsigned long long job = (unsigned long long)(p & 0xffffffffUL) << 32;
     job_fn = fn;
@@ -171,14 +194,28 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
     }
     /* no chunk is left to claim: wait for those the helper took */
     int theirs = nchunks - (int)hi;
-    long t0 = 0;
+    if (atomic_load_explicit(&helper_done, memory_order_acquire) == theirs) {
+        if (theirs > 0)
+            atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
+        return;
+    }
+    long t_own = now_ns(), t = t_own;
     int n = 0;
     while (atomic_load_explicit(&helper_done, memory_order_acquire) != theirs) {
         RELAX();
         if ((++n & 63) == 0) {
-            long t = now_ns();
-            if (t0 == 0) t0 = t;
-            else if (t - t0 > OWNER_SPIN_NS) sched_yield();
+            t = now_ns();
+            if (t - t_own > OWNER_SPIN_NS) sched_yield();
         }
+    }
+    t = now_ns();
+    long own = t_own - t_start;
+    if (t - t_own > (2 * own > TROUBLE_FLOOR_NS ? 2 * own : TROUBLE_FLOOR_NS)) {
+        long b = atomic_load_explicit(&backoff_ns, memory_order_relaxed);
+        b = b == 0 ? BACKOFF_MIN_NS : (2 * b > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : 2 * b);
+        atomic_store_explicit(&backoff_ns, b, memory_order_relaxed);
+        atomic_store_explicit(&backoff_until, t + b, memory_order_relaxed);
+    } else if (theirs > 0) {
+        atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
     }
 }
