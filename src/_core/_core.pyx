@@ -330,18 +330,22 @@ cdef void fwd1_pair(Seq *s) noexcept nogil:
         pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
 
 
-cdef void input_proj_rows(Seq *s, floating *tag, int r0, int r1) noexcept nogil:
-    """GX[r0:r1] = X[r0:r1] @ W_ih^T over rows of the (T*B, Ni) input."""
-    cdef int GH = s.G * s.H
-    gemm(False, True, r1 - r0, GH, s.Ni, <floating> 1,
-         <floating *> s.X + <size_t> r0 * s.Ni, s.Ni, <floating *> s.Wih, s.Ni,
-         <floating> 0, <floating *> s.GX + <size_t> r0 * GH, GH)
+cdef void input_proj_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
+    """Part k of n of GX = X @ W_ih^T over the (T*B, Ni) input. Few rows: split
+    the gate columns, so each thread packs only its share of W_ih (a row split
+    would have every thread pack all of it); else split the rows."""
+    cdef int GH = s.G * s.H, rows = s.T * s.B, r0 = 0, r1 = rows, c0 = 0, c1 = GH
+    if rows < GH:
+        c0, c1 = split(GH, k, n), split(GH, k + 1, n)
+    else:
+        r0, r1 = split(rows, k, n), split(rows, k + 1, n)
+    gemm(False, True, r1 - r0, c1 - c0, s.Ni, <floating> 1,
+         <floating *> s.X + <size_t> r0 * s.Ni, s.Ni, <floating *> s.Wih + <size_t> c0 * s.Ni,
+         s.Ni, <floating> 0, <floating *> s.GX + <size_t> r0 * GH + c0, GH)
 
 
 cdef void proj_chunk(void *arg, int chunk) noexcept nogil:
-    cdef Seq *s = <Seq *> arg
-    cdef int rows = s.T * s.B
-    input_proj_rows(s, <float *> NULL, split(rows, chunk, 2), split(rows, chunk + 1, 2))
+    input_proj_part(<Seq *> arg, <float *> NULL, chunk, 2)
 
 
 cdef bint try_pair1(Seq *s, int nt) noexcept nogil:
@@ -360,7 +364,7 @@ cdef bint try_pair1(Seq *s, int nt) noexcept nogil:
         if <double> s.T * s.Ni * s.G * s.H >= PAR_MIN_WORK and s.T >= 2:
             pyrnn_pair_run(proj_chunk, s, 2)
         else:
-            input_proj_rows(s, <float *> NULL, 0, s.T)
+            input_proj_part(s, <float *> NULL, 0, 1)
         fwd1_pair(s)
     pyrnn_pair_release()
     if s.Wpk == NULL:
@@ -386,10 +390,10 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = min(n, rows)
     if n <= 1:
-        input_proj_rows(s, tag, 0, rows)
+        input_proj_part(s, tag, 0, 1)
     else:
         for k in prange(n, schedule='static', num_threads=n):
-            input_proj_rows(s, tag, split(rows, k, n), split(rows, k + 1, n))
+            input_proj_part(s, tag, k, n)
     if floating is float:
         pack_whh(s, False)
     n = row_threads(s, nt)
