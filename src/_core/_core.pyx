@@ -548,11 +548,18 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
         lo, hi = split(P, k, n), split(P, k + 1, n)
         gemm(True, False, hi - lo, H, rows, <floating> 1, <floating *> s.dHT + lo, P,
              <floating *> s.M, H, <floating> 1, <floating *> s.dWhr + <size_t> lo * H, H)
-    # dX[lo:hi] (+)= dGX[lo:hi] @ W_ih
-    lo, hi = split(rows, k, n), split(rows, k + 1, n)
-    gemm(False, False, hi - lo, Ni, GH, <floating> 1, dGX + <size_t> lo * GH, GH,
-         <floating *> s.Wih, Ni, <floating> (1 if s.accumulate_dx else 0),
-         <floating *> s.dX + <size_t> lo * Ni, Ni)
+    # dX (+)= dGX @ W_ih, split by rows, or with few rows by columns (so that
+    # each thread packs only its share of W_ih)
+    if rows < Ni:
+        lo, hi = split(Ni, k, n), split(Ni, k + 1, n)
+        gemm(False, False, rows, hi - lo, GH, <floating> 1, dGX, GH,
+             <floating *> s.Wih + lo, Ni, <floating> (1 if s.accumulate_dx else 0),
+             <floating *> s.dX + lo, Ni)
+    else:
+        lo, hi = split(rows, k, n), split(rows, k + 1, n)
+        gemm(False, False, hi - lo, Ni, GH, <floating> 1, dGX + <size_t> lo * GH, GH,
+             <floating *> s.Wih, Ni, <floating> (1 if s.accumulate_dx else 0),
+             <floating *> s.dX + <size_t> lo * Ni, Ni)
 
 
 cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
