@@ -158,13 +158,18 @@ def test_python_threads_at_once(restore_core):
             np.testing.assert_array_equal(a, b)
 
 
+def _flat(a):
+    return list(a) if isinstance(a, tuple) else [a]
+
+
 @pytest.mark.parametrize("cls, H, kw", [(pyrnn.LSTM, 96, {}), (pyrnn.GRU, 112, {}),
                                         (pyrnn.RNN, 192, {"nonlinearity": "relu"}),
                                         (pyrnn.MinimalGRU, 128, {})])
 def test_batch1_on_two_cores_same_bits_as_one(cls, H, kw):
-    """Batch-1 float32 inference shares each step's 16-unit chunks with the
-    helper core (src/_core/pair.h): the same sums in the same order, so the
-    bits equal the one-core run's; lengths, reverse direction and 2 layers."""
+    """Batch-1 float32 forward (inference and training) shares each step's
+    16-unit chunks with the helper core (src/_core/pair.h): the same sums in
+    the same order, so the bits equal the one-core run's, gradients included;
+    lengths, reverse direction and 2 layers."""
     rng = np.random.default_rng(0)
     layer = cls(24, H, num_layers=2, bidirectional=True, seed=1, **kw)
     x = rng.standard_normal((30, 1, 24)).astype(np.float32)
@@ -183,6 +188,18 @@ def test_batch1_on_two_cores_same_bits_as_one(cls, H, kw):
             ref = reference.layer_forward(layer.mode, layer.state_dict(), x.astype(np.float64),
                                           lengths=lengths, num_layers=2, bidirectional=True)
             np.testing.assert_allclose(got[0], ref[0], rtol=1e-4, atol=2e-5)
+            # training: forward cache and every gradient
+            dy = rng.standard_normal(got[0].shape).astype(np.float32)
+            runs = []
+            for on in (False, True):
+                _core.set_pair(on)
+                layer.zero_grad()
+                y, hn, backward = layer.forward_train(x, lengths=lengths)
+                dx, dhx = backward(dy)
+                runs.append([y, dx] + _flat(hn) + _flat(dhx)
+                            + [layer.grads[k].copy() for k in sorted(layer.grads)])
+            for u, v in zip(*runs):
+                np.testing.assert_array_equal(u, v)
     finally:
         _core.set_pair(True)
         pyrnn.set_num_threads(n)

@@ -275,6 +275,8 @@ cdef struct Pair1:
     const float *cp
     float *hd
     float *cd
+    float *At      # training: this step's gate cache (A) and X2, else NULL
+    float *X2t
 
 
 cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
@@ -288,42 +290,63 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
     cdef const float *bx = <float *> s.bx + u0
     cdef float *gh = <float *> s.GH + u0
     cdef float *y = <float *> s.Y + <size_t> q.t * s.ldy + u0
+    cdef float *At = q.At + u0 if q.At != NULL else NULL
+    cdef float *X2t = q.X2t + u0 if q.X2t != NULL else NULL
     for g in range(s.G):
         pyrnn_gemm_packed_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H,
                             gh + g * H, GH, 0)
     if kind == K_RNN_TANH or kind == K_RNN_RELU:
         rnn_fwd(kind == K_RNN_RELU, 1, n, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0,
-                y, s.ldy, <float *> NULL)
+                y, s.ldy, At)
     elif kind == K_LSTM:
         lstm_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.cp + u0, q.cd + u0, q.hp + u0,
-                 q.hd + u0, y, s.ldy, <float *> NULL, <float *> NULL)
+                 q.hd + u0, y, s.ldy, At, X2t)
     elif kind == K_GRU:
         gru_fwd(1, n, H, s.len, q.t, gx, bx, gh, <float *> s.bhn + u0, q.hp + u0,
-                q.hd + u0, y, s.ldy, <float *> NULL, <float *> NULL)
+                q.hd + u0, y, s.ldy, At, X2t)
     else:
-        mgru_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0, y, s.ldy,
-                 <float *> NULL)
+        mgru_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0, y, s.ldy, At)
 
 
 cdef void fwd1_pair(Seq *s) noexcept nogil:
-    """Batch-1 inference time loop, each step's units shared with the helper
-    core: each core keeps its part of W_hh (packed) in its own L2."""
+    """Batch-1 time loop, each step's units shared with the helper core: each
+    core keeps its part of W_hh (packed) in its own L2. Training keeps the
+    same cache as fwd_rows (Hs, Cs, A, X2)."""
     cdef Pair1 q
-    cdef int T = s.T, H = s.H, step
+    cdef int T = s.T, H = s.H, step, t, tn
+    cdef int GA = H if s.kind <= K_RNN_RELU else s.G * H
     cdef int lstm = s.kind == K_LSTM
     cdef float *hbuf = <float *> s.hbuf
     cdef float *cbuf = <float *> s.cbuf
+    cdef float *Hs = <float *> s.Hs
+    cdef float *Cs = <float *> s.Cs
     q.s = s
     q.cw = chunk_units(H)
+    q.At = q.X2t = NULL
+    if s.train:
+        t = T - 1 if s.reverse else 0
+        memcpy(Hs + <size_t> t * H, s.h0, H * sizeof(float))
+        if lstm:
+            memcpy(Cs + <size_t> t * H, s.c0, H * sizeof(float))
     for step in range(T):
-        q.t = T - 1 - step if s.reverse else step
-        if step == 0:
+        t = T - 1 - step if s.reverse else step
+        q.t = t
+        if s.train:
+            q.hp = Hs + <size_t> t * H
+            q.cp = Cs + <size_t> t * H if lstm else NULL
+            q.At = <float *> s.A + <size_t> t * GA
+            q.X2t = <float *> s.X2 + <size_t> t * H if s.X2 != NULL else NULL
+        elif step == 0:
             q.hp, q.cp = <float *> s.h0, <float *> s.c0
         else:
             q.hp = hbuf + <size_t> ((step - 1) % 2) * H
             q.cp = cbuf + <size_t> ((step - 1) % 2) * H if lstm else NULL
         if step == T - 1:
             q.hd, q.cd = <float *> s.hn, <float *> s.cn
+        elif s.train:
+            tn = t - 1 if s.reverse else t + 1
+            q.hd = Hs + <size_t> tn * H
+            q.cd = Cs + <size_t> tn * H if lstm else NULL
         else:
             q.hd = hbuf + <size_t> (step % 2) * H
             q.cd = cbuf + <size_t> (step % 2) * H if lstm else NULL
@@ -349,10 +372,10 @@ cdef void proj_chunk(void *arg, int chunk) noexcept nogil:
 
 
 cdef bint try_pair1(Seq *s, int nt) noexcept nogil:
-    """Batch-1 inference on two cores if it applies and the helper is free
+    """Batch-1 forward on two cores if it applies and the helper is free
     (input projection included: an OpenMP team left spinning beside the
     helper would take its core); False: the caller runs it alone."""
-    if (nt < 2 or s.B != 1 or s.train or s.proj or s.H % 16 != 0 or s.T < 8
+    if (nt < 2 or s.B != 1 or s.proj or s.H % 16 != 0 or s.T < 8
             or s.kind == K_GRU_RB or not pyrnn_simd_active()
             or <size_t> s.G * s.H * s.H * sizeof(float) < PAIR1_MIN_BYTES):
         return False

@@ -109,7 +109,9 @@ KATTR void NAME(lstm_fwd)(int nb, int H, int gs, const int64_t *len, int t,
             if (hp) { for (int j = 0; j < H; j++) h1[j] = hp[(size_t)b * H + j]; }
             else { for (int j = 0; j < H; j++) h1[j] = 0; }
             if (yb) for (int j = 0; j < H; j++) yb[j] = 0;
-            if (A) { for (size_t j = 0; j < G; j++) A[b * G + j] = 0;
+            /* gate slices only: a call for units [u0, u0 + H) of a wider
+             * layer (gs > H) must not touch the other units' entries */
+            if (A) { for (size_t g = 0; g < G; g += gs) for (int j = 0; j < H; j++) A[b * G + g + j] = 0;
                      for (int j = 0; j < H; j++) TC[(size_t)b * H + j] = 0; }
             continue;
         }
@@ -229,7 +231,7 @@ KATTR void NAME(gru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
         REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
         if (!ACTIVE(b)) {
             for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; }
-            if (A) { for (size_t j = 0; j < G; j++) A[b * G + j] = 0;
+            if (A) { for (size_t g = 0; g < G; g += gs) for (int j = 0; j < H; j++) A[b * G + g + j] = 0;
                      for (int j = 0; j < H; j++) GHN[(size_t)b * H + j] = 0; }
             continue;
         }
@@ -393,7 +395,7 @@ KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
         REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
         if (!ACTIVE(b)) {
             for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; }
-            if (A) for (size_t j = 0; j < G; j++) A[b * G + j] = 0;
+            if (A) for (size_t g = 0; g < G; g += gs) for (int j = 0; j < H; j++) A[b * G + g + j] = 0;
             continue;
         }
         if (A) NAME(mgru_cell_keep)(H, gs, x, bx, r, h0, h1, A + b * G, A + b * G + gs);
