@@ -64,6 +64,8 @@ cdef struct Seq:
     const int64_t *len
     # float W_hh packed for the small-GEMM kernel (packed.h), or NULL
     float *Wpk
+    # 1 while this call owns the helper core (pair.h)
+    int pair
     # parameters
     void *Wih
     void *Whh
@@ -128,6 +130,7 @@ cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
     cdef int N = s.P if transposed else GH
     cdef int K = GH if transposed else s.P
     s.Wpk = NULL
+    s.pair = 0
     if (s.T < 8 or s.kind == K_GRU_RB or not pyrnn_simd_active()
             or <size_t> s.B * K > PACKED_MAX_A):
         return
@@ -431,11 +434,37 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
 
 # ---------------------------------------------------------------- backward
 
+cdef struct PairT:
+    Seq *s
+    const float *dg
+    float *dhx
+    int cw
+
+
+cdef void bwd_chunk(void *arg, int chunk) noexcept nogil:
+    """Columns [cw chunk, cw chunk + cw) of dhx += dg @ W_hh at batch 1."""
+    cdef PairT *q = <PairT *> arg
+    cdef Seq *s = q.s
+    cdef int GH = s.G * s.H, c0 = q.cw * chunk
+    pyrnn_gemm_packed_f(1, min(q.cw, s.P - c0), GH, q.dg, GH, s.Wpk + <size_t> c0 * GH,
+                        q.dhx + c0, s.P, 1)
+
+
+cdef void wgrad_chunk(void *arg, int k) noexcept nogil:
+    wgrad_part(<Seq *> arg, <float *> NULL, k, 2)
+
+
 cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx) noexcept nogil:
-    """dhx (nb, P) += dg (nb, G*H) @ W_hh: the packed kernel when prepared."""
+    """dhx (nb, P) += dg (nb, G*H) @ W_hh: the packed kernel when prepared,
+    at batch 1 shared with the helper core when this call owns it."""
     cdef int GH = s.G * s.H
+    cdef PairT q
     if floating is float:
         if s.Wpk != NULL:
+            if s.pair and nb == 1:
+                q.s, q.dg, q.dhx, q.cw = s, dg, dhx, chunk_units(s.P)
+                pyrnn_pair_run(bwd_chunk, &q, (s.P + q.cw - 1) // q.cw)
+                return
             pyrnn_gemm_packed_f(nb, s.P, GH, dg, GH, s.Wpk, dhx, s.P, 1)
             return
     gemm(False, False, nb, s.P, GH, <floating> 1, dg, GH, <floating *> s.Whh, s.P,
@@ -589,6 +618,11 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
     if floating is float:
         pack_whh(s, True)
+        # batch 1: each step's product shared with the helper core, and the
+        # weight gradients too (no OpenMP team left spinning beside it)
+        if (s.Wpk != NULL and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
+                and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES):
+            s.pair = pyrnn_pair_acquire()
     n = row_threads(s, nt)
     if n <= 1:
         bwd_rows(s, tag, 0, s.B)
@@ -601,9 +635,14 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     n = max(1, min(n, s.G * s.H))
     if n <= 1:
         wgrad_part(s, tag, 0, 1)
+    elif n == 2 and s.pair:
+        pyrnn_pair_run(wgrad_chunk, s, 2)
     else:
         for k in prange(n, schedule='static', num_threads=n):
             wgrad_part(s, tag, k, n)
+    if s.pair:
+        pyrnn_pair_release()
+        s.pair = 0
 
 
 # ---------------------------------------------------------------- Python entry
