@@ -956,6 +956,61 @@ def _run_grid(a, peers, notes, peaks, log):
     return results
 
 
+def stream_throughput(cell, H, n_streams=4, steps=200, repeats=5, seed=0):
+    """Steps per second of n_streams batch-1 streams sharing one pyrnn layer,
+    stepped by one Python thread, then by two (half the streams each), with
+    pyrnn on one thread per step so that each Python thread has a core.
+    Medians of `repeats` interleaved samples."""
+    import threading
+
+    import pyrnn
+    from pyrnn.stream import Stream
+    sd = make_weights(cell, H, H, seed)
+    layer = getattr(pyrnn, CELLS[cell][2])(H, H)
+    layer.load_state_dict(sd)
+    xs = np.random.default_rng(seed + 3).standard_normal((steps, H), dtype=np.float32)
+    before = pyrnn.get_num_threads()
+    pyrnn.set_num_threads(1)
+
+    def work(streams):
+        for t in range(steps):
+            for st in streams:
+                st.step(xs[t])
+
+    def sample(n_threads):
+        streams = [Stream(layer, 1) for _ in range(n_streams)]
+        work(streams)                                   # warm up
+        parts = [streams[k::n_threads] for k in range(n_threads)]
+        ths = [threading.Thread(target=work, args=(p,)) for p in parts]
+        t0 = time.perf_counter()
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        return n_streams * steps / (time.perf_counter() - t0)
+
+    try:
+        got = {1: [], 2: []}
+        for _ in range(repeats):
+            for n in (1, 2):
+                got[n].append(sample(n))
+    finally:
+        pyrnn.set_num_threads(before)
+    one, two = float(np.median(got[1])), float(np.median(got[2]))
+    return {"cell": cell, "hidden": H, "streams": n_streams, "steps": steps,
+            "samples_steps_per_s": {"1": got[1], "2": got[2]},
+            "steps_per_s_1": one, "steps_per_s_2": two, "ratio": two / one}
+
+
+def format_throughput(entries):
+    rows = [[e["cell"], e["hidden"], e["streams"], f"{e['steps_per_s_1']:.0f}",
+             f"{e['steps_per_s_2']:.0f}", f"{e['ratio']:.2f}"] for e in entries]
+    return (_table(rows, ["cell", "H", "streams", "steps/s 1 thread", "steps/s 2 threads",
+                          "x"])
+            + "\n\nmany streams on one shared layer, stepped from 1 or 2 Python threads "
+              "(pyrnn on 1 thread per step); x = 2 threads / 1 thread.")
+
+
 def _ratios(entry, key):
     # peer time / pyrnn time: > 1 means pyrnn is faster
     got = entry["peers"]
@@ -1187,6 +1242,14 @@ def main(argv=None):
     elif a.stream:
         report["stream"] = _run_stream(a, peers, notes, log)
         text = format_stream(report["stream"], peers)
+        if pyrnn_core()[0] is not None:
+            report["stream_throughput"] = []
+            for cell in a.cells:
+                for H in a.stream_hidden:
+                    log(f"stream throughput {cell} H={H}: 1 and 2 Python threads")
+                    report["stream_throughput"].append(stream_throughput(
+                        cell, H, steps=a.stream_steps * 2, repeats=a.repeats, seed=a.seed))
+            text += "\n\n" + format_throughput(report["stream_throughput"])
     else:
         report["results"] = _run_grid(a, peers, notes, peaks, log)
         # measure the peak again: a busy moment at the start must not inflate %peak

@@ -194,6 +194,23 @@ def test_stream_quick_run(tmp_path):
             assert all(_finite_pos(v) for v in fig["samples_us"] + [fig["median_us"]])
         for peer in ["pyrnn"] + rep["settings"]["peers"]:
             assert (peer in e["peers"]) != (peer in e["skipped"])
+    # many streams from 1 and 2 Python threads, one row per cell and size
+    thr = rep["stream_throughput"]
+    assert [(e["cell"], e["hidden"]) for e in thr] == [("lstm", 32), ("gru", 32)]
+    for e in thr:
+        for n in ("1", "2"):
+            assert len(e["samples_steps_per_s"][n]) == 2
+            assert all(_finite_pos(v) for v in e["samples_steps_per_s"][n])
+        assert e["ratio"] == pytest.approx(e["steps_per_s_2"] / e["steps_per_s_1"])
+
+
+def test_stream_throughput_leaves_thread_count_alone():
+    import pyrnn
+    n = pyrnn.get_num_threads()
+    e = bench.stream_throughput("rnn", 16, n_streams=2, steps=5, repeats=1)
+    assert pyrnn.get_num_threads() == n
+    assert e["streams"] == 2 and e["steps"] == 5
+    assert _finite_pos(e["steps_per_s_1"]) and _finite_pos(e["steps_per_s_2"])
 
 
 def test_stream_peers_compute_the_same_steps():
