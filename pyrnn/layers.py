@@ -108,7 +108,8 @@ def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx
     a = dict(c)
     a.update(dY=dY, dhn=dhn, dcn=dcn, dX=dX, dh0=dh0, dc0=dc0,
              dGX=take((T * B, G * H), dt),
-             dGH=take((T * B, G * H), dt) if mode == "GRU" else None,
+             dGH=take((T * B, H), dt) if mode == "GRU" else None,
+             dgs=take((B, G * H), dt) if mode == "GRU" else None,
              dHT=take((T * B, P), dt) if c["Whr"] is not None else None,
              dWih=g["Wih"], dWhh=g["Whh"], dWhr=g.get("Whr"),
              dbih=g.get("b_ih"), dbhh=g.get("b_hh"),
@@ -118,7 +119,7 @@ def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx
     _core.backward(c["kind"], T, B, c["I"], H, P, c["reverse"], ldy or dY.shape[2],
                    c["lengths"], dt == np.float64, get_num_threads(), accumulate_dx, a)
     # the cache is spent: its buffers and the temporaries go back to the pool
-    _workspace.give(c["Hs"], c["Cs"], c["A"], c["X2"], c["M"], a["dGX"], a["dGH"],
+    _workspace.give(c["Hs"], c["Cs"], c["A"], c["X2"], c["M"], a["dGX"], a["dGH"], a["dgs"],
                     a["dHT"], a["dhbuf"], a["dcbuf"], a["dmbuf"])
     for k in ("Hs", "Cs", "A", "X2", "M"):
         c[k] = None

@@ -97,7 +97,8 @@ cdef struct Seq:
     void *dh0
     void *dc0
     void *dGX
-    void *dGH
+    void *dGH      # GRU: the n block of the recurrent gate grads, dn*r (T*B, H)
+    void *dgs      # GRU: one step's recurrent gate grads [dr, dz, dn*r] (B, G*H)
     void *dHT
     void *dWih
     void *dWhh
@@ -486,6 +487,8 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     cdef floating *X2 = <floating *> s.X2
     cdef floating *dGX = <floating *> s.dGX
     cdef floating *dGH = <floating *> s.dGH
+    cdef floating *dgs = <floating *> s.dgs + <size_t> b0 * GH if s.dgs != NULL else NULL
+    cdef int b
     cdef floating *dHT = <floating *> s.dHT
     cdef floating *dhbuf = <floating *> s.dhbuf
     cdef floating *dcbuf = <floating *> s.dcbuf
@@ -535,8 +538,11 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             rec_gemm_t(s, nb, dg, dhx)
         elif kind == K_GRU:
             gru_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, hp, dY + row * ldy, ldy,
-                    dhc, dg, dGH + row * GH, dhx)
-            rec_gemm_t(s, nb, dGH + row * GH, dhx)
+                    dhc, dg, dgs, dhx)
+            # r and z rows equal dGX's; keep only the n block for the weight grads
+            for b in range(nb):
+                memcpy(dGH + (row + b) * H, dgs + <size_t> b * GH + 2 * H, H * sizeof(floating))
+            rec_gemm_t(s, nb, dgs, dhx)
         elif kind == K_GRU_RB:
             grb_bwd1(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
             # d(r*h) = dn_pre @ W_hn, kept in dm
@@ -565,7 +571,7 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     cdef int rows = T * B
     cdef int r0 = split(GH, k, n), r1 = split(GH, k + 1, n), lo, hi, j, r
     cdef floating *dGX = <floating *> s.dGX
-    cdef floating *dGR = <floating *> (s.dGH if s.dGH != NULL else s.dGX)
+    cdef floating *dGHn = <floating *> s.dGH
     cdef floating *dWhh = <floating *> s.dWhh
     cdef floating *dbih = <floating *> s.dbih
     cdef floating *dbhh = <floating *> s.dbhh
@@ -583,8 +589,18 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
         if hi > lo:
             gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
                  <floating *> s.X2, H, <floating> 1, dWhh + <size_t> lo * H, H)
+    elif s.kind == K_GRU:
+        # GRU's recurrent grads: dGX for r, z; the n block (dn*r) apart
+        lo, hi = r0, min(r1, 2 * H)
+        if hi > lo:
+            gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
+                 <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
+        lo, hi = max(r0, 2 * H), r1
+        if hi > lo:
+            gemm(True, False, hi - lo, H, rows, <floating> 1, dGHn + (lo - 2 * H), H,
+                 <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
     else:
-        gemm(True, False, r1 - r0, P, rows, <floating> 1, dGR + r0, GH,
+        gemm(True, False, r1 - r0, P, rows, <floating> 1, dGX + r0, GH,
              <floating *> s.Hs, P, <floating> 1, dWhh + <size_t> r0 * P, P)
     if dbih != NULL and r1 > r0:
         # row-major sweeps (contiguous, vectorised) into the bias gradients
@@ -592,10 +608,17 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
             src = dGX + <size_t> r * GH
             for j in range(r0, r1):
                 dbih[j] += src[j]
+        lo, hi = r0, (min(r1, 2 * H) if s.kind == K_GRU else r1)
         for r in range(rows):
-            src = dGR + <size_t> r * GH
-            for j in range(r0, r1):
+            src = dGX + <size_t> r * GH
+            for j in range(lo, hi):
                 dbhh[j] += src[j]
+        if s.kind == K_GRU and r1 > 2 * H:
+            lo = max(r0, 2 * H)
+            for r in range(rows):
+                src = dGHn + <size_t> r * H
+                for j in range(lo, r1):
+                    dbhh[j] += src[j - 2 * H]
     if s.proj:
         lo, hi = split(P, k, n), split(P, k + 1, n)
         gemm(True, False, hi - lo, H, rows, <floating> 1, <floating *> s.dHT + lo, P,
@@ -666,6 +689,7 @@ cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse
     s.dY, s.dhn, s.dcn = ptr(a.get("dY")), ptr(a.get("dhn")), ptr(a.get("dcn"))
     s.dX, s.dh0, s.dc0 = ptr(a.get("dX")), ptr(a.get("dh0")), ptr(a.get("dc0"))
     s.dGX, s.dGH, s.dHT = ptr(a.get("dGX")), ptr(a.get("dGH")), ptr(a.get("dHT"))
+    s.dgs = ptr(a.get("dgs"))
     s.dWih, s.dWhh, s.dWhr = ptr(a.get("dWih")), ptr(a.get("dWhh")), ptr(a.get("dWhr"))
     s.dbih, s.dbhh = ptr(a.get("dbih")), ptr(a.get("dbhh"))
     s.dhbuf, s.dcbuf, s.dmbuf = ptr(a.get("dhbuf")), ptr(a.get("dcbuf")), ptr(a.get("dmbuf"))
