@@ -75,7 +75,8 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
     if train:
         a["Hs"] = take((T, B, P), dt)
         a["Cs"] = take((T, B, H), dt) if mode == "LSTM" else None
-        a["A"] = take((T, B, GA), dt)
+        # RNN: only the last step's h' (the others are in Hs)
+        a["A"] = take((T, B, GA) if G > 1 else (B, H), dt)
         a["X2"] = take((T, B, H), dt) if has_x2 else None
         a["M"] = take((T, B, H), dt) if proj else None
     else:

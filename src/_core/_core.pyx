@@ -210,6 +210,9 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             hp = Hs + row * P
             cp = Cs + row * H if lstm else NULL
             At = A + row * GA
+            if kind <= K_RNN_RELU:
+                # RNN: h' of every step but the last is kept in Hs already
+                At = A + <size_t> b0 * H if step == T - 1 else NULL
             X2t = X2 + row * H if X2 != NULL else NULL
             Mt = M + row * H if M != NULL else NULL
         else:
@@ -339,6 +342,8 @@ cdef void fwd1_pair(Seq *s) noexcept nogil:
             q.hp = Hs + <size_t> t * H
             q.cp = Cs + <size_t> t * H if lstm else NULL
             q.At = <float *> s.A + <size_t> t * GA
+            if s.kind <= K_RNN_RELU:
+                q.At = <float *> s.A if step == T - 1 else NULL
             q.X2t = <float *> s.X2 + <size_t> t * H if s.X2 != NULL else NULL
         elif step == 0:
             q.hp, q.cp = <float *> s.h0, <float *> s.c0
@@ -493,6 +498,7 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     cdef floating *dhbuf = <floating *> s.dhbuf
     cdef floating *dcbuf = <floating *> s.dcbuf
     cdef floating *dm = <floating *> s.dmbuf + <size_t> b0 * H if s.dmbuf != NULL else NULL
+    cdef floating *hn_t
     cdef floating *dhc
     cdef floating *dhx
     cdef floating *dcc
@@ -522,7 +528,12 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             dcx = dcbuf + <size_t> (1 - cur) * B * H + <size_t> b0 * H
 
         if kind == K_RNN_TANH or kind == K_RNN_RELU:
-            rnn_bwd(kind == K_RNN_RELU, nb, H, ln, t, A + row * GA, dY + row * ldy, ldy,
+            # h' of step t: the last forward step's in A, the others' in Hs
+            if step == 0:
+                hn_t = A + <size_t> b0 * H
+            else:
+                hn_t = Hs + (<size_t> (t - 1 if s.reverse else t + 1) * B + b0) * P
+            rnn_bwd(kind == K_RNN_RELU, nb, H, ln, t, hn_t, dY + row * ldy, ldy,
                     dhc, dg, dhx)
             rec_gemm_t(s, nb, dg, dhx)
         elif kind == K_LSTM:
