@@ -203,12 +203,10 @@ def _serial(layer, xs, B):
     return outs
 
 
-def test_many_streams_four_threads_equal_serial():
-    layer = pyrnn.LSTM(16, 32, num_layers=2, proj_size=8, seed=0)
-    rng = np.random.default_rng(0)
-    n, T, B = 12, 40, 2
-    xs = [rng.normal(size=(T, B, 16)).astype(np.float32) for _ in range(n)]
-    want = _serial(layer, xs, B)
+def _threaded(layer, xs, B, n_threads=4):
+    """Step stream i over xs[i] on n_threads Python threads, each interleaving
+    its share of the streams; the outputs per stream."""
+    n, T = len(xs), len(xs[0])
     got = [None] * n
     errors = []
 
@@ -224,12 +222,23 @@ def test_many_streams_four_threads_equal_serial():
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(list(range(k, n, 4)),)) for k in range(4)]
+    threads = [threading.Thread(target=work, args=(list(range(k, n, n_threads)),))
+               for k in range(n_threads)]
     for th in threads:
         th.start()
     for th in threads:
         th.join(60)
     assert not errors, errors
+    return got
+
+
+def test_many_streams_four_threads_equal_serial():
+    layer = pyrnn.LSTM(16, 32, num_layers=2, proj_size=8, seed=0)
+    rng = np.random.default_rng(0)
+    n, T, B = 12, 40, 2
+    xs = [rng.normal(size=(T, B, 16)).astype(np.float32) for _ in range(n)]
+    want = _serial(layer, xs, B)
+    got = _threaded(layer, xs, B)
     for i in range(n):
         np.testing.assert_array_equal(got[i], want[i])
 
@@ -410,7 +419,6 @@ def test_unit_split_only_where_it_applies(pair_everywhere):
 def test_two_core_streams_from_many_threads_equal_serial(pair_everywhere):
     """Four Python threads, each stepping its streams with 2 pyrnn threads: one
     owns the helper at a time, the others run alone; all equal a serial run."""
-    pyrnn.set_num_threads(2)
     layer = pyrnn.GRU(16, 64, num_layers=2, seed=0)
     rng = np.random.default_rng(0)
     n, T = 8, 50
@@ -418,26 +426,6 @@ def test_two_core_streams_from_many_threads_equal_serial(pair_everywhere):
     pyrnn.set_num_threads(1)
     want = _serial(layer, xs, 1)
     pyrnn.set_num_threads(2)
-    got = [None] * n
-    errors = []
-
-    def work(ids):
-        try:
-            streams = {i: Stream(layer, batch_size=1) for i in ids}
-            res = {i: [] for i in ids}
-            for t in range(T):
-                for i in ids:
-                    res[i].append(streams[i].step(xs[i][t]).copy())
-            for i in ids:
-                got[i] = np.stack(res[i])
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(list(range(k, n, 4)),)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    assert not errors, errors
+    got = _threaded(layer, xs, 1)
     for i in range(n):
         np.testing.assert_array_equal(got[i], want[i])

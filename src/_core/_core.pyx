@@ -590,26 +590,24 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     # dW_ih[r0:r1] += dGX[:, r0:r1]^T @ X
     gemm(True, False, r1 - r0, Ni, rows, <floating> 1, dGX + r0, GH, <floating *> s.X, Ni,
          <floating> 1, <floating *> s.dWih + <size_t> r0 * Ni, Ni)
-    # dW_hh[r0:r1] += dG_h[:, r0:r1]^T @ h_prev ; GRU-RB's n rows use r*h
-    if s.kind == K_GRU_RB:
+    # dW_hh[r0:r1] += dG_h[:, r0:r1]^T @ h_prev. The GRUs' n rows apart: GRU's
+    # dn*r is kept in dGH (its r, z rows equal dGX's); GRU-RB's n rows use r*h
+    cdef const floating *gn
+    cdef const floating *hn_src
+    cdef int ldn
+    if s.kind == K_GRU or s.kind == K_GRU_RB:
         lo, hi = r0, min(r1, 2 * H)
         if hi > lo:
             gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
                  <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
         lo, hi = max(r0, 2 * H), r1
+        if s.kind == K_GRU:
+            gn, ldn, hn_src = dGHn + (lo - 2 * H), H, <floating *> s.Hs
+        else:
+            gn, ldn, hn_src = dGX + lo, GH, <floating *> s.X2
         if hi > lo:
-            gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
-                 <floating *> s.X2, H, <floating> 1, dWhh + <size_t> lo * H, H)
-    elif s.kind == K_GRU:
-        # GRU's recurrent grads: dGX for r, z; the n block (dn*r) apart
-        lo, hi = r0, min(r1, 2 * H)
-        if hi > lo:
-            gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
-                 <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
-        lo, hi = max(r0, 2 * H), r1
-        if hi > lo:
-            gemm(True, False, hi - lo, H, rows, <floating> 1, dGHn + (lo - 2 * H), H,
-                 <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
+            gemm(True, False, hi - lo, H, rows, <floating> 1, gn, ldn, hn_src, H,
+                 <floating> 1, dWhh + <size_t> lo * H, H)
     else:
         gemm(True, False, r1 - r0, P, rows, <floating> 1, dGX + r0, GH,
              <floating *> s.Hs, P, <floating> 1, dWhh + <size_t> r0 * P, P)
