@@ -30,12 +30,11 @@ __all__ = ["Stream"]
 PAIR_MIN_BYTES = int(os.environ.get("PYRNN_PAIR_MIN_BYTES", 1 << 17))
 
 
-def _chunks(B, H, proj, Wcat):
-    """Chunks of 16 units (one weight panel of each gate) that the two cores
-    share, or 0 to step the layer on one core."""
-    if B != 1 or proj or Wcat is None or H % 16 or Wcat.nbytes < PAIR_MIN_BYTES:
-        return 0
-    return H // 16
+def _pairs(B, H, proj, Wcat):
+    """Whether a layer's step may be shared with the helper core: batch 1, the
+    packed pass (float32), whole 16-unit panels, and enough weights to pay."""
+    return (B == 1 and not proj and Wcat is not None and H % 16 == 0
+            and Wcat.nbytes >= PAIR_MIN_BYTES)
 
 
 class Stream:
@@ -72,10 +71,10 @@ class Stream:
                 y=np.empty((B, P), dt),
                 xh=np.empty((B, (layer.input_size if k == 0 else P) + P), dt),
                 zero=np.zeros((B, G * H), dt),
-                nchunk=_chunks(B, H, layer.proj_size, spec["Wcat"]))
+                pair=_pairs(B, H, layer.proj_size, spec["Wcat"]))
             specs.append(spec)
         self._core = _core.StreamCore(B, dt == np.float64, specs)
-        self._chunks = [d["nchunk"] for d in specs]   # per layer, for tests
+        self._paired = [d["pair"] for d in specs]   # per layer, for tests
         self._version = version
 
     def _refresh(self):

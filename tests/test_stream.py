@@ -393,7 +393,7 @@ def test_two_core_step_same_bits_as_one_core(kind, pair_everywhere):
     for nt in (1, 2):
         pyrnn.set_num_threads(nt)
         s = Stream(layer, batch_size=1)
-        assert s._chunks == [3, 3]
+        assert s._paired == [True, True]
         s.state = h0
         runs[nt] = (np.stack([s.step(x[t]).copy() for t in range(T)]), s.state)
     np.testing.assert_array_equal(runs[1][0], runs[2][0])
@@ -404,16 +404,16 @@ def test_two_core_step_same_bits_as_one_core(kind, pair_everywhere):
 
 def test_unit_split_only_where_it_applies(pair_everywhere):
     rng_layer = make_layer("LSTM", 8, 40, 1, proj=0, dtype=np.float32, seed=0)
-    assert Stream(rng_layer, 1)._chunks[0] == 0      # H % 16 != 0
+    assert not Stream(rng_layer, 1)._paired[0]      # H % 16 != 0
     lstm = make_layer("LSTM", 8, 64, 1, proj=0, dtype=np.float32, seed=0)
-    assert Stream(lstm, 1)._chunks[0] == 4
-    assert Stream(lstm, 2)._chunks[0] == 0           # batch > 1
+    assert Stream(lstm, 1)._paired[0]
+    assert not Stream(lstm, 2)._paired[0]           # batch > 1
     proj = make_layer("LSTM", 8, 64, 1, proj=16, dtype=np.float32, seed=0)
-    assert Stream(proj, 1)._chunks[0] == 0
+    assert not Stream(proj, 1)._paired[0]
     dbl = make_layer("LSTM", 8, 64, 1, proj=0, dtype=np.float64, seed=0)
-    assert Stream(dbl, 1)._chunks[0] == 0
+    assert not Stream(dbl, 1)._paired[0]
     rb = make_layer("GRU_RB", 8, 64, 1, proj=0, dtype=np.float32, seed=0)
-    assert Stream(rb, 1)._chunks[0] == 0
+    assert not Stream(rb, 1)._paired[0]
 
 
 def test_two_core_streams_from_many_threads_equal_serial(pair_everywhere):

@@ -805,8 +805,8 @@ cdef struct StreamLayer:
     # only the W_hn h part.
     float *Wcat
     size_t sec2, sec3
-    # batch 1 on two cores: H / 16 chunks of 16 units (one panel of each
-    # gate), shared with the helper thread; 0: never split (needs H % 16 == 0)
+    # batch 1 on two cores: nchunk chunks of cw units (whole 16-row panels of
+    # every gate) shared with the helper thread; 0: never split
     int nchunk, cw
     void *xh     # (B, I + P) [x | h] for the fused product
     void *zero   # (B, G*H) zeros: the fused product leaves no separate h part
@@ -885,8 +885,7 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
                 memcpy(xh + <size_t> b * K + L.Ni, h + <size_t> b * P, P * sizeof(float))
             if not L.proj:
                 if pair and L.nchunk > 0 and B == 1:
-                    L.cw = chunk_units(H)
-                    pyrnn_pair_run(cat_chunk, L, (H + L.cw - 1) // L.cw)
+                    pyrnn_pair_run(cat_chunk, L, L.nchunk)
                 else:
                     cat_units(L, B, 0, H)
                 memcpy(h, hn, <size_t> B * P * sizeof(float))
@@ -991,7 +990,9 @@ cdef class StreamCore:
             L.hn, L.cn, L.y = ptr(d["hn"]), ptr(d.get("cn")), ptr(d["y"])
             L.Wcat = <float *> ptr(d.get("Wcat"))
             L.sec2, L.sec3 = d.get("sec2", 0), d.get("sec3", 0)
-            L.nchunk = d.get("nchunk", 0) if L.Wcat != NULL else 0
+            # chunks shared with the helper core (0: never); cw units each
+            L.cw = chunk_units(L.H)
+            L.nchunk = (L.H + L.cw - 1) // L.cw if d.get("pair") and L.Wcat != NULL else 0
             if L.nchunk > 0:
                 self.can_pair = 1
             L.xh, L.zero = ptr(d.get("xh")), ptr(d.get("zero"))
