@@ -3,6 +3,9 @@
 
 #define NR 16
 #define MR 4
+#ifndef PF_AHEAD
+#define PF_AHEAD 1024   /* floats: 4 KB ahead of the row-1 kernel's reads */
+#endif
 
 size_t pyrnn_packed_size(int N, int K)
 {
@@ -130,6 +133,11 @@ static void row1(int K, const float *a, const float *p, float *c, int cols, int 
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
+        /* batch 1 streams the weights from L2/L3: ask for them ahead */
+        _mm_prefetch((const char *)(q + PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + PF_AHEAD + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + PF_AHEAD + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + PF_AHEAD + 48), _MM_HINT_T0);
         __m256 x = _mm256_broadcast_ss(a + k);
         s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q), s0);
         s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 8), s1);
