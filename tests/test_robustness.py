@@ -445,7 +445,8 @@ def memory_worker():
 
 
 def fork_worker():
-    """Run OpenMP threads, then fork; the child runs a layer again. Reports whether the
+    """Run OpenMP threads and the batch-1 helper thread, then fork; the child runs the
+    layer again at batch 64 and 1. Reports whether the
     child finished (and with the parent's numbers), hung (killed after a timeout) or
     was refused, with the default thread count, set_num_threads(1) and (2) in the child."""
     import signal
@@ -455,6 +456,8 @@ def fork_worker():
     layer = pyrnn.LSTM(64, 128, seed=0)
     x = np.random.default_rng(0).normal(size=(20, 64, 64)).astype(np.float32)
     want, _ = layer(x)           # big batch: the OpenMP team has run
+    x1 = x[:, :1]
+    want1, _ = layer(x1)         # batch 1: the helper core's thread has run too
     report = {}
     for label, child_threads in (("default", None), ("one_thread", 1), ("two_threads", 2)):
         r, w = os.pipe()
@@ -469,7 +472,10 @@ def fork_worker():
                     os.write(w, b"refused" if "spawn" in str(e) else b"badmsg")
                     os._exit(0)
                 y, _ = layer(x)
-                os.write(w, b"same" if np.allclose(y, want, rtol=1e-5, atol=1e-6) else b"diff")
+                y1, _ = layer(x1)
+                same = (np.allclose(y, want, rtol=1e-5, atol=1e-6)
+                        and np.allclose(y1, want1, rtol=1e-5, atol=1e-6))
+                os.write(w, b"same" if same else b"diff")
             finally:
                 os._exit(0)
         os.close(w)
