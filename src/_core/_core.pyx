@@ -155,114 +155,6 @@ cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh) noex
          <floating> 0, gh, GH)
 
 
-cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
-    """The whole time loop for batch rows [b0, b0 + nb)."""
-    cdef int T = s.T, B = s.B, H = s.H, P = s.P, GH = s.G * s.H, ldy = s.ldy
-    cdef int step, t, tn, kind = s.kind
-    cdef const int64_t *ln = s.len + b0 if s.len != NULL else NULL
-    cdef const floating *Whh = <floating *> s.Whh
-    cdef const floating *Whr = <floating *> s.Whr
-    cdef const floating *bx = <floating *> s.bx
-    cdef const floating *bhn = <floating *> s.bhn
-    cdef floating *GX = <floating *> s.GX
-    # GRU-RB keeps its r,z block (stride 2H) and its n block apart in GH
-    cdef floating *gh = <floating *> s.GH + <size_t> b0 * (2 * H if s.kind == K_GRU_RB else GH)
-    cdef floating *ghn = <floating *> s.GH + <size_t> B * 2 * H + <size_t> b0 * H
-    cdef floating *Y = <floating *> s.Y
-    cdef floating *Hs = <floating *> s.Hs
-    cdef floating *Cs = <floating *> s.Cs
-    cdef floating *A = <floating *> s.A
-    cdef floating *X2 = <floating *> s.X2
-    cdef floating *M = <floating *> s.M
-    cdef floating *hbuf = <floating *> s.hbuf
-    cdef floating *cbuf = <floating *> s.cbuf
-    cdef const floating *hp
-    cdef const floating *cp
-    cdef floating *hd
-    cdef floating *cd
-    cdef floating *gx
-    cdef floating *y
-    cdef floating *At
-    cdef floating *X2t
-    cdef floating *Mt
-    cdef size_t row, row_n
-    cdef int GA = H if kind <= K_RNN_RELU else GH
-    cdef int lstm = kind == K_LSTM
-
-    if nb <= 0 or T <= 0:
-        return
-    if s.train:
-        # Hs[t] holds the state before step t; seed the first step with h0.
-        t = T - 1 if s.reverse else 0
-        memcpy(Hs + (<size_t> t * B + b0) * P, <floating *> s.h0 + <size_t> b0 * P,
-               <size_t> nb * P * sizeof(floating))
-        if lstm:
-            memcpy(Cs + (<size_t> t * B + b0) * H, <floating *> s.c0 + <size_t> b0 * H,
-                   <size_t> nb * H * sizeof(floating))
-
-    for step in range(T):
-        t = T - 1 - step if s.reverse else step
-        row = <size_t> t * B + b0
-        gx = GX + row * GH
-        y = Y + row * ldy
-        # where the previous state is read and the new one written
-        if s.train:
-            hp = Hs + row * P
-            cp = Cs + row * H if lstm else NULL
-            At = A + row * GA
-            if kind <= K_RNN_RELU:
-                # RNN: h' of every step but the last is kept in Hs already
-                At = A + <size_t> b0 * H if step == T - 1 else NULL
-            X2t = X2 + row * H if X2 != NULL else NULL
-            Mt = M + row * H if M != NULL else NULL
-        else:
-            if step == 0:
-                hp = <floating *> s.h0 + <size_t> b0 * P
-                cp = <floating *> s.c0 + <size_t> b0 * H if lstm else NULL
-            else:
-                hp = hbuf + <size_t> ((step - 1) % 2) * B * P + <size_t> b0 * P
-                cp = cbuf + <size_t> ((step - 1) % 2) * B * H + <size_t> b0 * H if lstm else NULL
-            At = A + <size_t> b0 * GA if A != NULL else NULL
-            X2t = X2 + <size_t> b0 * H if X2 != NULL else NULL
-            Mt = M + <size_t> b0 * H if M != NULL else NULL
-        if step == T - 1:
-            hd = <floating *> s.hn + <size_t> b0 * P
-            cd = <floating *> s.cn + <size_t> b0 * H if lstm else NULL
-        elif s.train:
-            tn = t - 1 if s.reverse else t + 1
-            row_n = <size_t> tn * B + b0
-            hd = Hs + row_n * P
-            cd = Cs + row_n * H if lstm else NULL
-        else:
-            hd = hbuf + <size_t> (step % 2) * B * P + <size_t> b0 * P
-            cd = cbuf + <size_t> (step % 2) * B * H + <size_t> b0 * H if lstm else NULL
-
-        if kind == K_RNN_TANH or kind == K_RNN_RELU:
-            rec_gemm(s, nb, hp, gh)
-            rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
-        elif kind == K_LSTM:
-            rec_gemm(s, nb, hp, gh)
-            if s.proj:
-                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
-                         <floating *> NULL, 0, At, X2t)
-                gemm(False, True, nb, P, H, <floating> 1, Mt, H, Whr, H, <floating> 0, hd, P)
-                proj_finish(nb, P, ln, t, hp, hd, y, ldy)
-            else:
-                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
-        elif kind == K_GRU:
-            rec_gemm(s, nb, hp, gh)
-            gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
-        elif kind == K_GRU_RB:
-            gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
-            grb_fwd1(nb, H, ln, t, gx, bx, gh, hp, At, X2t)
-            gemm(False, True, nb, H, H, <floating> 1, X2t, H, Whh + <size_t> 2 * H * H, H,
-                 <floating> 0, ghn, H)
-            grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
-        else:
-            rec_gemm(s, nb, hp, gh)
-            mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
-
-
 # chunks per batch-1 step shared by the two cores (about; whole 16-unit panels)
 cdef enum:
     PAIR_CHUNKS = 4
@@ -315,51 +207,127 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
         mgru_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0, y, s.ldy, At)
 
 
-cdef void fwd1_pair(Seq *s) noexcept nogil:
-    """Batch-1 time loop, each step's units shared with the helper core: each
-    core keeps its part of W_hh (packed) in its own L2. Training keeps the
-    same cache as fwd_rows (Hs, Cs, A, X2)."""
+cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
+    """Whether this call's batch-1 steps may be shared with the helper core:
+    W_hh packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights."""
+    return (s.Wpk != NULL and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
+            and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
+
+
+cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
+    """The whole time loop for batch rows [b0, b0 + nb)."""
+    cdef int T = s.T, B = s.B, H = s.H, P = s.P, GH = s.G * s.H, ldy = s.ldy
+    cdef int step, t, tn, kind = s.kind
+    cdef const int64_t *ln = s.len + b0 if s.len != NULL else NULL
+    cdef const floating *Whh = <floating *> s.Whh
+    cdef const floating *Whr = <floating *> s.Whr
+    cdef const floating *bx = <floating *> s.bx
+    cdef const floating *bhn = <floating *> s.bhn
+    cdef floating *GX = <floating *> s.GX
+    # GRU-RB keeps its r,z block (stride 2H) and its n block apart in GH
+    cdef floating *gh = <floating *> s.GH + <size_t> b0 * (2 * H if s.kind == K_GRU_RB else GH)
+    cdef floating *ghn = <floating *> s.GH + <size_t> B * 2 * H + <size_t> b0 * H
+    cdef floating *Y = <floating *> s.Y
+    cdef floating *Hs = <floating *> s.Hs
+    cdef floating *Cs = <floating *> s.Cs
+    cdef floating *A = <floating *> s.A
+    cdef floating *X2 = <floating *> s.X2
+    cdef floating *M = <floating *> s.M
+    cdef floating *hbuf = <floating *> s.hbuf
+    cdef floating *cbuf = <floating *> s.cbuf
+    cdef const floating *hp
+    cdef const floating *cp
+    cdef floating *hd
+    cdef floating *cd
+    cdef floating *gx
+    cdef floating *y
+    cdef floating *At
+    cdef floating *X2t
+    cdef floating *Mt
+    cdef size_t row, row_n
+    cdef int GA = H if kind <= K_RNN_RELU else GH
+    cdef int lstm = kind == K_LSTM
     cdef Pair1 q
-    cdef int T = s.T, H = s.H, step, t, tn
-    cdef int GA = H if s.kind <= K_RNN_RELU else s.G * H
-    cdef int lstm = s.kind == K_LSTM
-    cdef float *hbuf = <float *> s.hbuf
-    cdef float *cbuf = <float *> s.cbuf
-    cdef float *Hs = <float *> s.Hs
-    cdef float *Cs = <float *> s.Cs
-    q.s = s
-    q.cw = chunk_units(H)
-    q.At = q.X2t = NULL
+    q.s, q.cw = s, chunk_units(H)
+
+    if nb <= 0 or T <= 0:
+        return
     if s.train:
+        # Hs[t] holds the state before step t; seed the first step with h0.
         t = T - 1 if s.reverse else 0
-        memcpy(Hs + <size_t> t * H, s.h0, H * sizeof(float))
+        memcpy(Hs + (<size_t> t * B + b0) * P, <floating *> s.h0 + <size_t> b0 * P,
+               <size_t> nb * P * sizeof(floating))
         if lstm:
-            memcpy(Cs + <size_t> t * H, s.c0, H * sizeof(float))
+            memcpy(Cs + (<size_t> t * B + b0) * H, <floating *> s.c0 + <size_t> b0 * H,
+                   <size_t> nb * H * sizeof(floating))
+
     for step in range(T):
         t = T - 1 - step if s.reverse else step
-        q.t = t
+        row = <size_t> t * B + b0
+        gx = GX + row * GH
+        y = Y + row * ldy
+        # where the previous state is read and the new one written
         if s.train:
-            q.hp = Hs + <size_t> t * H
-            q.cp = Cs + <size_t> t * H if lstm else NULL
-            q.At = <float *> s.A + <size_t> t * GA
-            if s.kind <= K_RNN_RELU:
-                q.At = <float *> s.A if step == T - 1 else NULL
-            q.X2t = <float *> s.X2 + <size_t> t * H if s.X2 != NULL else NULL
-        elif step == 0:
-            q.hp, q.cp = <float *> s.h0, <float *> s.c0
+            hp = Hs + row * P
+            cp = Cs + row * H if lstm else NULL
+            At = A + row * GA
+            if kind <= K_RNN_RELU:
+                # RNN: h' of every step but the last is kept in Hs already
+                At = A + <size_t> b0 * H if step == T - 1 else NULL
+            X2t = X2 + row * H if X2 != NULL else NULL
+            Mt = M + row * H if M != NULL else NULL
         else:
-            q.hp = hbuf + <size_t> ((step - 1) % 2) * H
-            q.cp = cbuf + <size_t> ((step - 1) % 2) * H if lstm else NULL
+            if step == 0:
+                hp = <floating *> s.h0 + <size_t> b0 * P
+                cp = <floating *> s.c0 + <size_t> b0 * H if lstm else NULL
+            else:
+                hp = hbuf + <size_t> ((step - 1) % 2) * B * P + <size_t> b0 * P
+                cp = cbuf + <size_t> ((step - 1) % 2) * B * H + <size_t> b0 * H if lstm else NULL
+            At = A + <size_t> b0 * GA if A != NULL else NULL
+            X2t = X2 + <size_t> b0 * H if X2 != NULL else NULL
+            Mt = M + <size_t> b0 * H if M != NULL else NULL
         if step == T - 1:
-            q.hd, q.cd = <float *> s.hn, <float *> s.cn
+            hd = <floating *> s.hn + <size_t> b0 * P
+            cd = <floating *> s.cn + <size_t> b0 * H if lstm else NULL
         elif s.train:
             tn = t - 1 if s.reverse else t + 1
-            q.hd = Hs + <size_t> tn * H
-            q.cd = Cs + <size_t> tn * H if lstm else NULL
+            row_n = <size_t> tn * B + b0
+            hd = Hs + row_n * P
+            cd = Cs + row_n * H if lstm else NULL
         else:
-            q.hd = hbuf + <size_t> (step % 2) * H
-            q.cd = cbuf + <size_t> (step % 2) * H if lstm else NULL
-        pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
+            hd = hbuf + <size_t> (step % 2) * B * P + <size_t> b0 * P
+            cd = cbuf + <size_t> (step % 2) * B * H + <size_t> b0 * H if lstm else NULL
+
+        if floating is float:
+            if s.pair:
+                # batch 1: this step's units shared with the helper core
+                q.t, q.hp, q.cp, q.hd, q.cd, q.At, q.X2t = t, hp, cp, hd, cd, At, X2t
+                pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
+                continue
+        if kind == K_RNN_TANH or kind == K_RNN_RELU:
+            rec_gemm(s, nb, hp, gh)
+            rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
+        elif kind == K_LSTM:
+            rec_gemm(s, nb, hp, gh)
+            if s.proj:
+                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
+                         <floating *> NULL, 0, At, X2t)
+                gemm(False, True, nb, P, H, <floating> 1, Mt, H, Whr, H, <floating> 0, hd, P)
+                proj_finish(nb, P, ln, t, hp, hd, y, ldy)
+            else:
+                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
+        elif kind == K_GRU:
+            rec_gemm(s, nb, hp, gh)
+            gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
+        elif kind == K_GRU_RB:
+            gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
+            grb_fwd1(nb, H, ln, t, gx, bx, gh, hp, At, X2t)
+            gemm(False, True, nb, H, H, <floating> 1, X2t, H, Whh + <size_t> 2 * H * H, H,
+                 <floating> 0, ghn, H)
+            grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
+        else:
+            rec_gemm(s, nb, hp, gh)
+            mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
 
 cdef void input_proj_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
@@ -380,32 +348,6 @@ cdef void proj_chunk(void *arg, int chunk) noexcept nogil:
     input_proj_part(<Seq *> arg, <float *> NULL, chunk, 2)
 
 
-cdef bint try_pair1(Seq *s, int nt) noexcept nogil:
-    """Batch-1 forward on two cores if it applies and the helper is free
-    (input projection included: an OpenMP team left spinning beside the
-    helper would take its core); False: the caller runs it alone."""
-    if (nt < 2 or s.B != 1 or s.proj or s.H % 16 != 0 or s.T < 8
-            or s.kind == K_GRU_RB or not pyrnn_simd_active()
-            or <size_t> s.G * s.H * s.H * sizeof(float) < PAIR1_MIN_BYTES):
-        return False
-    if not pyrnn_pair_acquire():
-        return False
-    pack_whh(s, False)
-    if s.Wpk != NULL:
-        # split as run_forward would, so the bits do not depend on the helper
-        if <double> s.T * s.Ni * s.G * s.H >= PAR_MIN_WORK and s.T >= 2:
-            pyrnn_pair_run(proj_chunk, s, 2)
-        else:
-            input_proj_part(s, <float *> NULL, 0, 1)
-        fwd1_pair(s)
-    pyrnn_pair_release()
-    if s.Wpk == NULL:
-        return False
-    free(s.Wpk)
-    s.Wpk = NULL
-    return True
-
-
 cdef inline int row_threads(Seq *s, int nt) noexcept nogil:
     """Threads for the time loop: one block of batch rows each, and only when
     the call has enough recurrent work to pay for them."""
@@ -416,18 +358,25 @@ cdef inline int row_threads(Seq *s, int nt) noexcept nogil:
 
 cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int rows = s.T * s.B, k, n
+    cdef bint paired = False
     if floating is float:
-        if try_pair1(s, nt):
-            return
+        pack_whh(s, False)
+        paired = pair1_applies(s, nt)
+        if paired:
+            s.pair = pyrnn_pair_acquire()
     n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = min(n, rows)
+    if paired:
+        # two parts whether or not the helper was free: the same bits either
+        # way, and no OpenMP team left spinning beside the helper
+        n = min(n, 2)
     if n <= 1:
         input_proj_part(s, tag, 0, 1)
+    elif s.pair:
+        pyrnn_pair_run(proj_chunk, s, 2)
     else:
         for k in prange(n, schedule='static', num_threads=n):
             input_proj_part(s, tag, k, n)
-    if floating is float:
-        pack_whh(s, False)
     n = row_threads(s, nt)
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
@@ -436,6 +385,9 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
             fwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
     free(s.Wpk)
     s.Wpk = NULL
+    if s.pair:
+        pyrnn_pair_release()
+        s.pair = 0
 
 
 # ---------------------------------------------------------------- backward
@@ -652,8 +604,7 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
         pack_whh(s, True)
         # batch 1: each step's product shared with the helper core, and the
         # weight gradients too (no OpenMP team left spinning beside it)
-        if (s.Wpk != NULL and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
-                and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES):
+        if pair1_applies(s, nt):
             s.pair = pyrnn_pair_acquire()
     n = row_threads(s, nt)
     if n <= 1:
