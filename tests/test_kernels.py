@@ -203,3 +203,30 @@ def test_batch1_on_two_cores_same_bits_as_one(cls, H, kw):
     finally:
         _core.set_pair(True)
         pyrnn.set_num_threads(n)
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+def test_float64_on_two_threads_large_enough_to_split(mode, proj, restore_core):
+    """Regression: float64 calls big enough for the threaded input projection
+    and weight gradients (8 x 9 rows, H = 128) read a stale helper flag and
+    returned NaN. Checked against the NumPy reference, gradients included."""
+    pyrnn.set_num_threads(2)
+    T, B, I, H = 9, 8, 40, 128
+    layer = make_layer(mode, I, H, 2, True, proj, dtype=np.float64)
+    params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=4)
+    layer.load_state_dict(params)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([9, 0, 3, 9, 1, 7, 5, 2])
+    y, hn, backward = layer.forward_train(x, lengths=lengths)
+    dy = rng.standard_normal(y.shape)
+    dx, dhx = backward(dy)
+    ry, rhn, cache = reference.layer_forward(mode, params, x, lengths=lengths, num_layers=2,
+                                             bidirectional=True)
+    rdx, rdhx, rgrads = reference.layer_backward(cache, dy)
+    np.testing.assert_allclose(y, ry, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-9, atol=1e-11)
+    for a, b in zip(_flat(hn) + _flat(dhx), _flat(rhn) + _flat(rdhx)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    for k in sorted(rgrads):
+        np.testing.assert_allclose(layer.grads[k], rgrads[k], rtol=1e-9, atol=1e-10, err_msg=k)

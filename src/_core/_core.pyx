@@ -632,6 +632,10 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
 
 cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse,
                int ldy, int train, object lengths, dict a):
+    # every field starts at 0/NULL: the float64 path never sets s.pair (only
+    # pack_whh does), and a stale stack value sent float64 calls down the
+    # float helper path (NaN output at 2 threads)
+    memset(s, 0, sizeof(Seq))
     s.kind = kind
     s.T, s.B, s.Ni, s.H, s.P = T, B, Ni, H, P
     s.G = GATES[kind]
@@ -653,7 +657,6 @@ cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse
     s.dWih, s.dWhh, s.dWhr = ptr(a.get("dWih")), ptr(a.get("dWhh")), ptr(a.get("dWhr"))
     s.dbih, s.dbhh = ptr(a.get("dbih")), ptr(a.get("dbhh"))
     s.dhbuf, s.dcbuf, s.dmbuf = ptr(a.get("dhbuf")), ptr(a.get("dcbuf")), ptr(a.get("dmbuf"))
-    s.Wpk = NULL
 
 
 def forward(int kind, int T, int B, int Ni, int H, int P, bint reverse, int ldy,
