@@ -205,6 +205,30 @@ def test_batch1_on_two_cores_same_bits_as_one(cls, H, kw):
         pyrnn.set_num_threads(n)
 
 
+@pytest.mark.parametrize("cls", [pyrnn.LSTM, pyrnn.GRU])
+def test_packed_kernel_at_large_batch(cls):
+    """B * H past the old 64 Ki-float limit (B = 136, H = 512): the per-step
+    products go through the packed kernel with its 6-row and 4-row tiles and
+    a partial tile; forward and every gradient match the float64 layer."""
+    rng = np.random.default_rng(3)
+    T, B, I, H = 9, 136, 40, 512
+    f32 = cls(I, H, bidirectional=True, seed=2)
+    f64 = cls(I, H, bidirectional=True, seed=2, dtype=np.float64)
+    f64.load_state_dict(f32.state_dict())
+    x = rng.standard_normal((T, B, I))
+    dy = rng.standard_normal((T, B, 2 * H))
+    lengths = rng.integers(0, T + 1, B)
+    outs = []
+    for layer in (f32, f64):
+        y, hn, backward = layer.forward_train(x, lengths=lengths)
+        dx, dhx = backward(dy)
+        outs.append([y, dx] + _flat(hn) + _flat(dhx)
+                    + [layer.grads[k] for k in sorted(layer.grads)])
+    for a, b in zip(*outs):
+        err = np.max(np.abs(a - b) / np.maximum(1, np.abs(b)))
+        assert err <= 2e-5, f"float32 vs float64: {err:.3e}"
+
+
 @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
 def test_float64_on_two_threads_large_enough_to_split(mode, proj, restore_core):
     """Regression: float64 calls big enough for the threaded input projection
