@@ -894,8 +894,13 @@ def _machine():
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = None
+    try:
+        from . import _core
+        simd = _core.simd_level()
+    except ImportError:
+        simd = None
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "usable_cpus": usable, "loadavg_1min": load}
+            "usable_cpus": usable, "loadavg_1min": load, "simd": simd}
 
 
 def _busy_note(machine):
@@ -1263,6 +1268,8 @@ def main(argv=None):
             for fig in e["peers"].values():
                 fig["pct_peak"] = 100.0 * fig["gflops"] / peak
         text = format_grid(report["results"], peers, peaks)
+    if machine["simd"]:
+        text += f"\npyrnn gate kernels: {machine['simd']} (PYRNN_SIMD=scalar|avx2 lowers it)"
     print(text)
     if notes:
         print("\nnotes:\n" + "\n".join("  - " + n for n in notes))

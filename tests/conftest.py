@@ -8,24 +8,26 @@ from pyrnn import _core
 
 @pytest.fixture
 def restore_core():
-    """Restore the SIMD switch and the thread count after the test."""
-    simd, n = _core.simd_active(), pyrnn.get_num_threads()
+    """Restore the SIMD level and the thread count after the test."""
+    level, n = _core.simd_level(), pyrnn.get_num_threads()
     try:
         yield
     finally:
-        _core.set_simd(simd)
+        _core.set_simd_level(level)
         pyrnn.set_num_threads(n)
 
 
-@pytest.fixture(params=["scalar", "simd"])
-def simd(request, restore_core):
-    """Run the test with the scalar kernels, then with AVX2 (skipped if unavailable)."""
-    on = request.param == "simd"
-    if on and not _core.simd_available():
-        pytest.skip("AVX2+FMA not available on this CPU")
-    _core.set_simd(on)
-    assert _core.simd_active() == on
-    return on
+# The float kernels' instruction-set levels this CPU runs: every test that
+# takes `simd_level` runs once per level (never skipped: a level the CPU
+# lacks is simply not in the list).
+SIMD_LEVELS = _core.simd_levels()
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd_level(request, restore_core):
+    """Run the test at each SIMD level this CPU has: scalar, avx2, avx512."""
+    assert _core.set_simd_level(request.param) == request.param
+    return request.param
 
 
 def make_layer(mode, I, H, L=1, bidirectional=False, proj=0, bias=True, batch_first=False,

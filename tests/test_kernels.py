@@ -38,18 +38,25 @@ def run(mode, proj, dtype, B=10, T=9, I=6, H=8, L=2, bi=True, seed=0):
 
 # ---------------------------------------------------------------- SIMD
 
-def test_simd_approximation_error():
-    if not _core.simd_available():
-        pytest.skip("AVX2+FMA not available on this CPU")
+@pytest.mark.parametrize("level", [lv for lv in _core.simd_levels() if lv != "scalar"])
+def test_simd_approximation_error(level):
     for which, name in ((0, "sigmoid"), (1, "tanh")):
-        err = _core.simd_max_error(which, 97)
-        assert np.isfinite(err) and err < 1e-6, f"SIMD {name} error {err:.3e}"
+        err = _core.simd_max_error(which, 97, level)
+        assert np.isfinite(err) and 0 <= err < 1e-6, f"{level} {name} error {err:.3e}"
 
 
-def test_simd_activations_saturate_without_nan(restore_core):
-    # large |x| through a whole layer: outputs stay finite and in range with SIMD on
-    if _core.simd_available():
-        _core.set_simd(True)
+def test_simd_levels_of_this_cpu():
+    levels = _core.simd_levels()
+    assert levels[0] == "scalar" and list(levels) == ["scalar", "avx2", "avx512"][:len(levels)]
+    assert _core.simd_available() == (len(levels) > 1)
+    with pytest.raises(ValueError, match="name must be one of"):
+        _core.set_simd_level("sse9")
+    if "avx512" not in levels:
+        assert _core.simd_max_error(0, 97, "avx512") == -1.0
+
+
+def test_simd_activations_saturate_without_nan(simd_level):
+    # large |x| through a whole layer: outputs stay finite and in range at every level
     layer = pyrnn.LSTM(4, 8, seed=0)
     x = np.full((3, 9, 4), 1e30, np.float32)
     x[:, 1::2] *= -1
@@ -59,30 +66,36 @@ def test_simd_activations_saturate_without_nan(restore_core):
 
 @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
 def test_scalar_vs_simd(mode, proj, restore_core):
-    if not _core.simd_available():
-        pytest.skip("AVX2+FMA not available on this CPU")
-    for dtype, tol in ((np.float32, 1e-5), (np.float64, 0.0)):
-        _core.set_simd(False)
-        assert not _core.simd_active()
-        scalar = run(mode, proj, dtype)
-        _core.set_simd(True)
-        assert _core.simd_active()
-        vec = run(mode, proj, dtype)
-        for a, b in zip(scalar, vec):
-            if tol == 0.0:    # double kernels must not depend on the switch
-                np.testing.assert_array_equal(a, b)
-            else:
-                err = np.max(np.abs(a - b) / np.maximum(1, np.abs(a)))
-                assert err <= tol, f"scalar vs SIMD {dtype.__name__}: {err:.3e}"
+    """Every SIMD level against the scalar (libm) kernels, at H = 8 and at
+    H = 37 (vector remainders), forward and every gradient; float64 must not
+    depend on the level at all."""
+    for H in (8, 37):
+        for dtype, tol in ((np.float32, 1e-5), (np.float64, 0.0)):
+            _core.set_simd_level("scalar")
+            assert not _core.simd_active()
+            scalar = run(mode, proj, dtype, H=H)
+            for level in _core.simd_levels()[1:]:
+                assert _core.set_simd_level(level) == level and _core.simd_active()
+                vec = run(mode, proj, dtype, H=H)
+                for a, b in zip(scalar, vec):
+                    if tol == 0.0:    # double kernels must not depend on the switch
+                        np.testing.assert_array_equal(a, b)
+                    else:
+                        err = np.max(np.abs(a - b) / np.maximum(1, np.abs(a)))
+                        assert err <= tol, f"scalar vs {level} {dtype.__name__}: {err:.3e}"
 
 
-def test_env_forces_scalar():
-    code = "from pyrnn import _core; print(_core.simd_active())"
-    env = dict(os.environ, PYRNN_SIMD="scalar")
+@pytest.mark.parametrize("value, want", [("scalar", "scalar"), ("off", "scalar"),
+                                         ("avx2", "avx2"), ("", "best")])
+def test_env_sets_simd_level(value, want):
+    code = "from pyrnn import _core; print(_core.simd_level(), _core.simd_active())"
+    env = dict(os.environ, PYRNN_SIMD=value)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    levels = _core.simd_levels()
+    want = levels[-1] if want == "best" else want if want in levels else levels[-1]
+    assert out.stdout.split() == [want, str(want != "scalar")]
 
 
 # ---------------------------------------------------------------- threads

@@ -691,27 +691,51 @@ def backward(int kind, int T, int B, int Ni, int H, int P, bint reverse, int ldy
 
 # ---------------------------------------------------------------- SIMD control
 
+SIMD_LEVELS = ("scalar", "avx2", "avx512")
+
+
 def simd_available():
     """True when this CPU can run the AVX2+FMA kernels."""
     return bool(pyrnn_simd_available())
 
 
 def simd_active():
-    """True when the float kernels currently run the AVX2+FMA versions."""
+    """True when the float kernels currently run SIMD (AVX2+FMA or AVX-512)."""
     return bool(pyrnn_simd_active())
 
 
 def set_simd(bint on):
-    """Switch the float kernels between AVX2+FMA (if available) and scalar."""
+    """Switch the float kernels between the best SIMD level and scalar."""
     return bool(pyrnn_set_simd(on))
 
 
-def simd_max_error(int which, uint32_t stride):
-    """Largest absolute error of the SIMD sigmoid (0) or tanh (1) against the
-    double-precision libm value, over every `stride`-th float bit pattern."""
+def simd_levels():
+    """The levels this CPU can run, lowest first: ("scalar", "avx2", ...)."""
+    return SIMD_LEVELS[:pyrnn_simd_best() + 1]
+
+
+def simd_level():
+    """The level the float kernels run now: "scalar", "avx2" or "avx512"."""
+    return SIMD_LEVELS[pyrnn_simd_level()]
+
+
+def set_simd_level(str name):
+    """Run the float kernels at `name` (one of simd_levels()); returns it."""
+    if name not in simd_levels():
+        raise ValueError(f"set_simd_level: name must be one of {simd_levels()}, got {name!r}")
+    return SIMD_LEVELS[pyrnn_set_simd_level(SIMD_LEVELS.index(name))]
+
+
+def simd_max_error(int which, uint32_t stride, str level="avx2"):
+    """Largest absolute error of a SIMD level's sigmoid (0) or tanh (1) against
+    the double-precision libm value, over every `stride`-th float bit pattern
+    (-1 when this CPU lacks the level)."""
+    if level not in SIMD_LEVELS[1:]:
+        raise ValueError(f"simd_max_error: level must be 'avx2' or 'avx512', got {level!r}")
     cdef double r
+    cdef int lv = SIMD_LEVELS.index(level)
     with nogil:
-        r = pyrnn_simd_max_error(which, stride)
+        r = pyrnn_simd_max_error(lv, which, stride)
     return r
 
 

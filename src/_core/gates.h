@@ -52,19 +52,32 @@ void mgru_bwd_##S(int nb, int H, const int64_t *len, int t,                    \
     REAL *dg, REAL *dhp);                                                        \
 void act_##S(int which, int64_t n, const REAL *x, REAL *y);
 
-/* Dispatched entry points: float picks scalar or AVX2+FMA at run time;
+/* Dispatched entry points: float picks scalar, AVX2+FMA or AVX-512 at run time;
  * double always runs the scalar kernels (exact libm activations). */
 PYRNN_DECLARE(float, f)
 PYRNN_DECLARE(double, d)
 
-/* 1 when the float kernels run the AVX2+FMA versions. */
+/* Instruction-set levels of the float kernels. */
+#define PYRNN_SIMD_SCALAR 0
+#define PYRNN_SIMD_AVX2 1      /* AVX2 + FMA */
+#define PYRNN_SIMD_AVX512 2    /* gate kernels in AVX-512 (F, VL, BW, DQ); products AVX2 */
+
+/* The level the float kernels run now (first call: the best this CPU has,
+ * capped by PYRNN_SIMD=scalar|avx2). */
+int pyrnn_simd_level(void);
+/* The best level this CPU (and OS) can run. */
+int pyrnn_simd_best(void);
+/* Ask for a level; it is capped at pyrnn_simd_best(); returns the result. */
+int pyrnn_set_simd_level(int level);
+/* 1 when the float kernels run AVX2+FMA or better (the packed products need it). */
 int pyrnn_simd_active(void);
 /* 1 when this CPU could run them. */
 int pyrnn_simd_available(void);
-/* Request SIMD on (1) or off (0); returns the resulting state. */
+/* SIMD on (1: the best level) or off (0); returns pyrnn_simd_active(). */
 int pyrnn_set_simd(int on);
-/* Largest |approx - exact| of the SIMD sigmoid (which=0) or tanh (which=1)
- * over float bit patterns 0, stride, 2*stride, ... (all if stride == 1). */
-double pyrnn_simd_max_error(int which, uint32_t stride);
+/* Largest |approx - exact| of a level's sigmoid (which=0) or tanh (which=1)
+ * over float bit patterns 0, stride, 2*stride, ... (all if stride == 1);
+ * -1 for a level this CPU lacks or the scalar one. */
+double pyrnn_simd_max_error(int level, int which, uint32_t stride);
 
 #endif

@@ -32,10 +32,13 @@ cdef extern from "gates.h" nogil:
     void mgru_bwd_d(int nb, int H, const int64_t *len, int t, const double *A, const double *hp, const double *dy, int ldy, const double *dh, double *dg, double *dhp)
     void act_f(int which, int64_t n, const float *x, float *y)
     void act_d(int which, int64_t n, const double *x, double *y)
+    int pyrnn_simd_level()
+    int pyrnn_simd_best()
+    int pyrnn_set_simd_level(int level)
     int pyrnn_simd_active()
     int pyrnn_simd_available()
     int pyrnn_set_simd(int on)
-    double pyrnn_simd_max_error(int which, uint32_t stride)
+    double pyrnn_simd_max_error(int level, int which, uint32_t stride)
 
 
 # Fused-type wrappers: one name per kernel, picked by the element type.
