@@ -181,8 +181,12 @@ void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const flo
     for (int p = 0; p < panels; p++) {
         int cols = N - p * NR < NR ? N - p * NR : NR;
         const float *pp = P + (size_t)p * NR * K;
-        int m0 = 0;
-        for (; m0 + 6 <= M; m0 += 6)
+        /* 6-row tiles, then 4-row ones: a remainder of 1 or 2 rows takes one
+         * 6-row tile's place so that 7 or 8 rows run as two 4-row tiles
+         * (8 rows as 6 + 2-of-4 would compute a third of that tile for nothing) */
+        int m6 = M / 6 * 6, m0 = 0;
+        if (M > 6 && (M % 6 == 1 || M % 6 == 2)) m6 -= 6;
+        for (; m0 < m6; m0 += 6)
             tile6(K, A + (size_t)m0 * lda, lda, pp, C + (size_t)m0 * ldc + p * NR, ldc, cols, acc);
         for (; m0 < M; m0 += MR) {
             int rows = M - m0 < MR ? M - m0 : MR;
