@@ -52,10 +52,10 @@ if not omp_c:
 ext = Extension(
     "pyrnn._core",
     sources=[os.path.join(CORE, "_core.pyx"), os.path.join(CORE, "gates.c"),
-             os.path.join(CORE, "packed.c"),
+             os.path.join(CORE, "packed.c"), os.path.join(CORE, "gemm_tn.c"),
              os.path.join(CORE, "pair.c")],
     include_dirs=[CORE, np.get_include()],
-    depends=[os.path.join(CORE, f) for f in ("gates.h", "gates_impl.h", "packed.h",
+    depends=[os.path.join(CORE, f) for f in ("gates.h", "gates_impl.h", "packed.h", "gemm_tn.h",
                                                 "pair.h", "blas.pxd", "gates.pxd")],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=["-O3", "-std=gnu11", "-fno-strict-aliasing", "-pthread"] + omp_c,

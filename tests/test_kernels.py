@@ -267,3 +267,29 @@ def test_float64_on_two_threads_large_enough_to_split(mode, proj, restore_core):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
     for k in sorted(rgrads):
         np.testing.assert_allclose(layer.grads[k], rgrads[k], rtol=1e-9, atol=1e-10, err_msg=k)
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+@pytest.mark.parametrize("I, H, T, B", [(16, 23, 13, 7), (37, 16, 70, 1), (5, 64, 9, 16)])
+def test_weight_gradient_kernel_shapes(mode, proj, I, H, T, B, restore_core):
+    """The weight gradients' in-place kernel (gemm_tn.h) over full and masked
+    16-column tiles, 6-row and remainder tiles, and T*B rows that are not a
+    multiple of its 64-row chunks; 1 and 2 threads; float32 against float64."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(0, T + 1, B)
+    params = random_params(mode, I, H, 1, True, proj_size=proj, dtype=np.float64, seed=5)
+    grads = {}
+    for dtype in (np.float64, np.float32):
+        for n in (1, 2):
+            pyrnn.set_num_threads(n)
+            layer = make_layer(mode, I, H, 1, True, proj, dtype=dtype)
+            layer.load_state_dict(params)
+            y, hn, backward = layer.forward_train(x, lengths=lengths)
+            backward(np.cos(np.arange(y.size)).reshape(y.shape))
+            grads[dtype, n] = {k: v.astype(np.float64) for k, v in layer.grads.items()}
+    want = grads[np.float64, 1]
+    for key, got in grads.items():
+        for k in want:
+            err = np.max(np.abs(got[k] - want[k])) / max(1.0, np.max(np.abs(want[k])))
+            assert err <= (1e-12 if key[0] == np.float64 else 2e-5), (key, k, err)

@@ -27,6 +27,10 @@ cdef extern from "packed.h" nogil:
     void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
     void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P, float *C, int ldc, int acc)
 
+cdef extern from "gemm_tn.h" nogil:
+    void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                         float *C, int ldc)
+
 cdef extern from "pair.h" nogil:
     ctypedef void (*pyrnn_chunk_fn)(void *arg, int chunk) noexcept nogil
     int pyrnn_pair_acquire()
@@ -55,6 +59,10 @@ cdef enum:
     # than BLAS at B = 128 (which repacks all of W_hh every step). Past 8 MB of
     # h, BLAS and its cache blocking take over.
     PACKED_MAX_A = 2097152
+    # weight-gradient products with at most this many output rows / columns
+    # per thread use gemm_tn.h instead of BLAS (measured faster up to there)
+    TN_MAX_M = 256
+    TN_MAX_N = 128
     # batch-1 inference shares each step with the helper core (pair.h) when
     # W_hh is at least this big: below it the hand-offs cost more than they save
     PAIR1_MIN_BYTES = 131072
@@ -529,6 +537,18 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                <size_t> nb * H * sizeof(floating))
 
 
+cdef inline void gemm_tn_acc(int m, int n, int k, const floating *a, int lda,
+                             const floating *b, int ldb, floating *c, int ldc) noexcept nogil:
+    """C (m, n) += A^T B over the long k axis (all T*B rows): the weight
+    gradients. Few output rows and columns: the in-place kernel (gemm_tn.h),
+    which skips OpenBLAS's copies of both long operands; else BLAS."""
+    if floating is float:
+        if pyrnn_simd_active() and m <= TN_MAX_M and n <= TN_MAX_N:
+            pyrnn_gemm_tn_f(m, n, k, a, lda, b, ldb, c, ldc)
+            return
+    gemm(True, False, m, n, k, <floating> 1, a, lda, b, ldb, <floating> 1, c, ldc)
+
+
 cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     """Part k of n of the after-loop work: weight and bias gradients (split by
     gate rows) and dX (split by input rows). Each output element is summed in
@@ -543,8 +563,8 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     cdef floating *dbhh = <floating *> s.dbhh
     cdef floating *src
     # dW_ih[r0:r1] += dGX[:, r0:r1]^T @ X
-    gemm(True, False, r1 - r0, Ni, rows, <floating> 1, dGX + r0, GH, <floating *> s.X, Ni,
-         <floating> 1, <floating *> s.dWih + <size_t> r0 * Ni, Ni)
+    gemm_tn_acc(r1 - r0, Ni, rows, dGX + r0, GH, <floating *> s.X, Ni,
+                <floating *> s.dWih + <size_t> r0 * Ni, Ni)
     # dW_hh[r0:r1] += dG_h[:, r0:r1]^T @ h_prev. The GRUs' n rows apart: GRU's
     # dn*r is kept in dGH (its r, z rows equal dGX's); GRU-RB's n rows use r*h
     cdef const floating *gn
@@ -553,19 +573,18 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     if s.kind == K_GRU or s.kind == K_GRU_RB:
         lo, hi = r0, min(r1, 2 * H)
         if hi > lo:
-            gemm(True, False, hi - lo, H, rows, <floating> 1, dGX + lo, GH,
-                 <floating *> s.Hs, H, <floating> 1, dWhh + <size_t> lo * H, H)
+            gemm_tn_acc(hi - lo, H, rows, dGX + lo, GH, <floating *> s.Hs, H,
+                        dWhh + <size_t> lo * H, H)
         lo, hi = max(r0, 2 * H), r1
         if s.kind == K_GRU:
             gn, ldn, hn_src = dGHn + (lo - 2 * H), H, <floating *> s.Hs
         else:
             gn, ldn, hn_src = dGX + lo, GH, <floating *> s.X2
         if hi > lo:
-            gemm(True, False, hi - lo, H, rows, <floating> 1, gn, ldn, hn_src, H,
-                 <floating> 1, dWhh + <size_t> lo * H, H)
+            gemm_tn_acc(hi - lo, H, rows, gn, ldn, hn_src, H, dWhh + <size_t> lo * H, H)
     else:
-        gemm(True, False, r1 - r0, P, rows, <floating> 1, dGX + r0, GH,
-             <floating *> s.Hs, P, <floating> 1, dWhh + <size_t> r0 * P, P)
+        gemm_tn_acc(r1 - r0, P, rows, dGX + r0, GH, <floating *> s.Hs, P,
+                    dWhh + <size_t> r0 * P, P)
     if dbih != NULL and r1 > r0:
         # row-major sweeps (contiguous, vectorised) into the bias gradients
         for r in range(rows):
@@ -585,8 +604,8 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
                     dbhh[j] += src[j - 2 * H]
     if s.proj:
         lo, hi = split(P, k, n), split(P, k + 1, n)
-        gemm(True, False, hi - lo, H, rows, <floating> 1, <floating *> s.dHT + lo, P,
-             <floating *> s.M, H, <floating> 1, <floating *> s.dWhr + <size_t> lo * H, H)
+        gemm_tn_acc(hi - lo, H, rows, <floating *> s.dHT + lo, P, <floating *> s.M, H,
+                    <floating *> s.dWhr + <size_t> lo * H, H)
     # dX (+)= dGX @ W_ih, split by rows, or with few rows by columns (so that
     # each thread packs only its share of W_ih)
     if rows < Ni:

@@ -1,0 +1,102 @@
+#include "gemm_tn.h"
+
+/* rows of A and B per pass over the tiles of C: the B columns of one tile
+ * (KC x 16 floats) and the A rows one tile touches (KC lines) stay in L1
+ * while every row block of C uses them (64 measured best of 64/128/256) */
+#define KC 64
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+
+/* One tile: `rows` (<= 6) rows of C from A's columns a, a+1, ..; 16 columns
+ * (masked to `cols` when < 16). Rows past `rows` re-read column 0 and are
+ * not stored. always_inline + constant arguments give one straight loop per
+ * case. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void tn_tile(int kc, const float *a, int lda, const float *b, int ldb,
+                           float *c, int ldc, int rows, int cols, int masked)
+{
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    if (masked) {
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), idx);
+        m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), idx);
+    }
+#define LD(p, m) (masked ? _mm256_maskload_ps((p), (m)) : _mm256_loadu_ps(p))
+#define ST(p, m, v) do { if (masked) _mm256_maskstore_ps((p), (m), (v)); \
+                         else _mm256_storeu_ps((p), (v)); } while (0)
+    const float *a1 = rows > 1 ? a + 1 : a, *a2 = rows > 2 ? a + 2 : a;
+    const float *a3 = rows > 3 ? a + 3 : a, *a4 = rows > 4 ? a + 4 : a;
+    const float *a5 = rows > 5 ? a + 5 : a;
+    float *c1 = c + (size_t)ldc, *c2 = c1 + ldc, *c3 = c2 + ldc, *c4 = c3 + ldc, *c5 = c4 + ldc;
+    __m256 z = _mm256_setzero_ps();
+    __m256 s00 = LD(c, m0), s01 = LD(c + 8, m1);
+    __m256 s10 = rows > 1 ? LD(c1, m0) : z, s11 = rows > 1 ? LD(c1 + 8, m1) : z;
+    __m256 s20 = rows > 2 ? LD(c2, m0) : z, s21 = rows > 2 ? LD(c2 + 8, m1) : z;
+    __m256 s30 = rows > 3 ? LD(c3, m0) : z, s31 = rows > 3 ? LD(c3 + 8, m1) : z;
+    __m256 s40 = rows > 4 ? LD(c4, m0) : z, s41 = rows > 4 ? LD(c4 + 8, m1) : z;
+    __m256 s50 = rows > 5 ? LD(c5, m0) : z, s51 = rows > 5 ? LD(c5 + 8, m1) : z;
+    for (int k = 0; k < kc; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        size_t o = (size_t)k * lda;
+        __m256 b0 = LD(bk, m0), b1 = LD(bk + 8, m1), x;
+        x = _mm256_broadcast_ss(a + o);  s00 = _mm256_fmadd_ps(x, b0, s00); s01 = _mm256_fmadd_ps(x, b1, s01);
+        x = _mm256_broadcast_ss(a1 + o); s10 = _mm256_fmadd_ps(x, b0, s10); s11 = _mm256_fmadd_ps(x, b1, s11);
+        x = _mm256_broadcast_ss(a2 + o); s20 = _mm256_fmadd_ps(x, b0, s20); s21 = _mm256_fmadd_ps(x, b1, s21);
+        x = _mm256_broadcast_ss(a3 + o); s30 = _mm256_fmadd_ps(x, b0, s30); s31 = _mm256_fmadd_ps(x, b1, s31);
+        if (rows > 4) {
+            x = _mm256_broadcast_ss(a4 + o); s40 = _mm256_fmadd_ps(x, b0, s40); s41 = _mm256_fmadd_ps(x, b1, s41);
+            x = _mm256_broadcast_ss(a5 + o); s50 = _mm256_fmadd_ps(x, b0, s50); s51 = _mm256_fmadd_ps(x, b1, s51);
+        }
+    }
+    ST(c, m0, s00); ST(c + 8, m1, s01);
+    if (rows > 1) { ST(c1, m0, s10); ST(c1 + 8, m1, s11); }
+    if (rows > 2) { ST(c2, m0, s20); ST(c2 + 8, m1, s21); }
+    if (rows > 3) { ST(c3, m0, s30); ST(c3 + 8, m1, s31); }
+    if (rows > 4) { ST(c4, m0, s40); ST(c4 + 8, m1, s41); }
+    if (rows > 5) { ST(c5, m0, s50); ST(c5 + 8, m1, s51); }
+#undef LD
+#undef ST
+}
+
+__attribute__((target("avx2,fma")))
+static void tn_block(int M, int kc, const float *A, int lda, const float *b, int ldb,
+                     float *c, int ldc, int cols)
+{
+    int m0 = 0;
+    if (cols == 16) {
+        for (; m0 + 6 <= M; m0 += 6)
+            tn_tile(kc, A + m0, lda, b, ldb, c + (size_t)m0 * ldc, ldc, 6, 16, 0);
+        for (; m0 < M; m0 += 4) {
+            int r = M - m0 < 4 ? M - m0 : 4;
+            tn_tile(kc, A + m0, lda, b, ldb, c + (size_t)m0 * ldc, ldc, r, 16, 0);
+        }
+    } else {
+        for (; m0 + 6 <= M; m0 += 6)
+            tn_tile(kc, A + m0, lda, b, ldb, c + (size_t)m0 * ldc, ldc, 6, cols, 1);
+        for (; m0 < M; m0 += 4) {
+            int r = M - m0 < 4 ? M - m0 : 4;
+            tn_tile(kc, A + m0, lda, b, ldb, c + (size_t)m0 * ldc, ldc, r, cols, 1);
+        }
+    }
+}
+
+void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                     float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC;
+        const float *Ak = A + (size_t)k0 * lda, *Bk = B + (size_t)k0 * ldb;
+        for (int n0 = 0; n0 < N; n0 += 16)
+            tn_block(M, kc, Ak, lda, Bk + n0, ldb, C + n0, ldc, N - n0 < 16 ? N - n0 : 16);
+    }
+}
+#else
+void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                     float *C, int ldc)
+{
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
+}
+#endif
