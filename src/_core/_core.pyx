@@ -18,6 +18,7 @@ from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
+from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
 
 from blas cimport gemm
 from gates cimport *
@@ -59,6 +60,10 @@ cdef enum:
     # than BLAS at B = 128 (which repacks all of W_hh every step). Past 8 MB of
     # h, BLAS and its cache blocking take over.
     PACKED_MAX_A = 2097152
+    # packed copies of at least this many bytes, in calls of at least this
+    # many (step, sequence) rows, are mapped rather than malloc'ed (big_alloc)
+    BIG_ALLOC_MIN = 1048576
+    MAP_MIN_ROWS = 4096
     # weight-gradient products with at most this many output rows / columns
     # per thread use gemm_tn.h instead of BLAS (measured faster up to there)
     TN_MAX_M = 256
@@ -75,6 +80,8 @@ cdef struct Seq:
     const int64_t *len
     # float W_hh packed for the small-GEMM kernel (packed.h), or NULL
     float *Wpk
+    size_t Wpk_bytes
+    bint Wpk_mapped
     # 1 while this call owns the helper core (pair.h)
     int pair
     # parameters
@@ -134,6 +141,29 @@ cdef inline int split(int n, int k, int parts) noexcept nogil:
 
 # ---------------------------------------------------------------- forward
 
+cdef void *big_alloc(size_t n, bint mapped) noexcept nogil:
+    """Memory for a per-call packed copy of the weights. `mapped`: straight
+    from the system, so that freeing it gives it back at once. From malloc's
+    heap (glibc raises its mmap threshold after the first big free) a copy
+    stayed resident after the call and added to the peak memory of the later,
+    larger phases of a training step; but a mapping faults its pages in again
+    on every call, so it is only worth it for calls with many rows."""
+    cdef void *p
+    if not mapped:
+        return malloc(n)
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    return NULL if p == MAP_FAILED else p
+
+
+cdef void big_free(void *p, size_t n, bint mapped) noexcept nogil:
+    if p == NULL:
+        return
+    if mapped:
+        munmap(p, n)
+    else:
+        free(p)
+
+
 cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
     """Float with AVX2, long enough sequences: pack W_hh (or its transpose, for
     backward) once per call for the small-GEMM kernel; s.Wpk stays NULL (BLAS)
@@ -146,7 +176,10 @@ cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
     if (s.T < 8 or s.kind == K_GRU_RB or not pyrnn_simd_active()
             or <size_t> s.B * K > PACKED_MAX_A):
         return
-    s.Wpk = <float *> malloc(pyrnn_packed_size(N, K) * sizeof(float))
+    s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
+    # many rows: the page faults of a fresh mapping cost under 1% of the call
+    s.Wpk_mapped = s.Wpk_bytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
+    s.Wpk = <float *> big_alloc(s.Wpk_bytes, s.Wpk_mapped)
     if s.Wpk == NULL:   # out of memory: BLAS does the products instead
         return
     if transposed:
@@ -394,7 +427,7 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     else:
         for k in prange(n, schedule='static', num_threads=n):
             fwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
-    free(s.Wpk)
+    big_free(s.Wpk, s.Wpk_bytes, s.Wpk_mapped)
     s.Wpk = NULL
     if s.pair:
         pyrnn_pair_release()
@@ -634,7 +667,7 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     else:
         for k in prange(n, schedule='static', num_threads=n):
             bwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
-    free(s.Wpk)
+    big_free(s.Wpk, s.Wpk_bytes, s.Wpk_mapped)
     s.Wpk = NULL
     n = nt if <double> s.T * s.B * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = max(1, min(n, s.G * s.H))
