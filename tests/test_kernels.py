@@ -293,3 +293,22 @@ def test_weight_gradient_kernel_shapes(mode, proj, I, H, T, B, restore_core):
         for k in want:
             err = np.max(np.abs(got[k] - want[k])) / max(1.0, np.max(np.abs(want[k])))
             assert err <= (1e-12 if key[0] == np.float64 else 2e-5), (key, k, err)
+
+
+@pytest.mark.parametrize("level", [lv for lv in _core.simd_levels() if lv == "avx512"])
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+def test_avx512_same_bits_as_avx2(mode, proj, level, restore_core):
+    """The AVX-512 level (8x32 product tiles, 16-wide gate kernels) does the
+    same IEEE operations per element in the same order as AVX2: the bits
+    must match, forward, inference, dx, states and every gradient. Shapes
+    cover whole and partial weight panels, an odd last panel, rows past the
+    last multiple of 8, the accumulating (backward) product, 1 and 2 threads."""
+    for n in (1, 2):
+        pyrnn.set_num_threads(n)
+        for B, H in ((8, 64), (13, 40), (17, 24), (9, 8), (30, 72)):
+            got = {}
+            for lv in ("avx2", level):
+                _core.set_simd_level(lv)
+                got[lv] = run(mode, proj, np.float32, B=B, H=H)
+            for a, b in zip(got["avx2"], got[level]):
+                np.testing.assert_array_equal(a, b)
