@@ -1,3 +1,4 @@
+#include "gates.h"     /* pyrnn_simd_level() */
 #include "gemm_tn.h"
 
 /* rows of A and B per pass over the tiles of C: the B columns of one tile
@@ -81,16 +82,56 @@ static void tn_block(int M, int kc, const float *A, int lda, const float *b, int
     }
 }
 
+/* AVX-512: 8 rows x 32 columns (masked to `cols`), 16 accumulators; each
+ * element gets the same FMAs in the same k order as in tn_tile, so the same
+ * bits. */
+__attribute__((target("avx512f")))
+static void tn_tile8x32(int kc, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc, int cols)
+{
+    __mmask16 m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+    __mmask16 m1 = cols >= 32 ? (__mmask16)0xFFFF
+                 : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : (__mmask16)0;
+    /* named accumulators: an array of them went through the stack every k */
+#define LD2(r) __m512 s##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)(r) * ldc), \
+                      s##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)(r) * ldc + 16)
+    LD2(0); LD2(1); LD2(2); LD2(3); LD2(4); LD2(5); LD2(6); LD2(7);
+#undef LD2
+    for (int k = 0; k < kc; k++) {
+        const float *bk = b + (size_t)k * ldb, *ak = a + (size_t)k * lda;
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, bk), b1 = _mm512_maskz_loadu_ps(m1, bk + 16), x;
+#define FM(r) x = _mm512_set1_ps(ak[r]); s##r##0 = _mm512_fmadd_ps(x, b0, s##r##0); \
+              s##r##1 = _mm512_fmadd_ps(x, b1, s##r##1)
+        FM(0); FM(1); FM(2); FM(3); FM(4); FM(5); FM(6); FM(7);
+#undef FM
+    }
+#define ST2(r) _mm512_mask_storeu_ps(c + (size_t)(r) * ldc, m0, s##r##0); \
+               _mm512_mask_storeu_ps(c + (size_t)(r) * ldc + 16, m1, s##r##1)
+    ST2(0); ST2(1); ST2(2); ST2(3); ST2(4); ST2(5); ST2(6); ST2(7);
+#undef ST2
+}
+
 void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                      float *C, int ldc)
 {
     if (M <= 0 || N <= 0)
         return;
+    int wide = pyrnn_simd_level() >= PYRNN_SIMD_AVX512, m8 = wide ? M / 8 * 8 : 0;
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC;
         const float *Ak = A + (size_t)k0 * lda, *Bk = B + (size_t)k0 * ldb;
+        if (m8 > 0) {
+            /* rows [0, m8) in 8x32 tiles; the rest through the AVX2 tiles */
+            for (int n0 = 0; n0 < N; n0 += 32) {
+                int cols = N - n0 < 32 ? N - n0 : 32;
+                for (int m0 = 0; m0 < m8; m0 += 8)
+                    tn_tile8x32(kc, Ak + m0, lda, Bk + n0, ldb, C + (size_t)m0 * ldc + n0, ldc,
+                                cols);
+            }
+        }
         for (int n0 = 0; n0 < N; n0 += 16)
-            tn_block(M, kc, Ak, lda, Bk + n0, ldb, C + n0, ldc, N - n0 < 16 ? N - n0 : 16);
+            tn_block(M - m8, kc, Ak + m8, lda, Bk + n0, ldb, C + (size_t)m8 * ldc + n0, ldc,
+                     N - n0 < 16 ? N - n0 : 16);
     }
 }
 #else
