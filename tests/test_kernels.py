@@ -302,10 +302,11 @@ def test_avx512_same_bits_as_avx2(mode, proj, level, restore_core):
     same IEEE operations per element in the same order as AVX2: the bits
     must match, forward, inference, dx, states and every gradient. Shapes
     cover whole and partial weight panels, an odd last panel, rows past the
-    last multiple of 8, the accumulating (backward) product, 1 and 2 threads."""
+    last multiple of 8, the accumulating (backward) product, batch 1 (the
+    one-row kernel, shared with the helper core at H = 128), 1 and 2 threads."""
     for n in (1, 2):
         pyrnn.set_num_threads(n)
-        for B, H in ((8, 64), (13, 40), (17, 24), (9, 8), (30, 72)):
+        for B, H in ((8, 64), (13, 40), (17, 24), (9, 8), (30, 72), (1, 40), (1, 128)):
             got = {}
             for lv in ("avx2", level):
                 _core.set_simd_level(lv)
