@@ -102,8 +102,7 @@ static inline float fast_tanhf(float x)
 /* The same kernels with 16-float vectors. The gate loops are bound by the
  * latency of their exp/divide chains rather than by throughput, so twice the
  * units per chain makes them 1.4-1.7x faster even on cores that split 512-bit
- * operations in two (Zen 4). Same formulas and accuracy as AVX2; the products
- * (packed.c) stay AVX2. */
+ * operations in two (Zen 4). Same formulas, accuracy and bits as AVX2. */
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512dq,prefer-vector-width=512")
 #pragma GCC optimize("no-trapping-math")

@@ -121,6 +121,14 @@ static void tile6(int K, const float *a0, int lda, const float *p, float *c, int
     }
 }
 
+/* Batch 1 streams the weights from L2/L3: ask for the four lines of the
+ * k-steps PF_AHEAD floats ahead of q. */
+static inline void prefetch_ahead(const float *q)
+{
+    for (int i = 0; i < 64; i += 16)
+        _mm_prefetch((const char *)(q + PF_AHEAD + i), _MM_HINT_T0);
+}
+
 /* One row (batch 1): a matrix-vector product, bound by loading the panel.
  * Four k-steps in flight with their own accumulators hide the FMA latency;
  * they are summed in a fixed order at the end. */
@@ -134,11 +142,7 @@ static void row1(int K, const float *a, const float *p, float *c, int cols, int 
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
-        /* batch 1 streams the weights from L2/L3: ask for them ahead */
-        _mm_prefetch((const char *)(q + PF_AHEAD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(q + PF_AHEAD + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(q + PF_AHEAD + 32), _MM_HINT_T0);
-        _mm_prefetch((const char *)(q + PF_AHEAD + 48), _MM_HINT_T0);
+        prefetch_ahead(q);
         __m256 x = _mm256_broadcast_ss(a + k);
         s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q), s0);
         s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 8), s1);
@@ -257,10 +261,7 @@ static void row1_512(int K, const float *a, const float *p, float *c, int cols, 
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
-        _mm_prefetch((const char *)(q + PF_AHEAD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(q + PF_AHEAD + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(q + PF_AHEAD + 32), _MM_HINT_T0);
-        _mm_prefetch((const char *)(q + PF_AHEAD + 48), _MM_HINT_T0);
+        prefetch_ahead(q);
         s = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(q), s);
         t = _mm512_fmadd_ps(_mm512_set1_ps(a[k + 1]), _mm512_loadu_ps(q + 16), t);
         u = _mm512_fmadd_ps(_mm512_set1_ps(a[k + 2]), _mm512_loadu_ps(q + 32), u);
@@ -279,17 +280,12 @@ void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const flo
                          float *C, int ldc, int acc)
 {
     int panels = (N + NR - 1) / NR;
-    if (M == 1 && pyrnn_simd_level() >= PYRNN_SIMD_AVX512) {
-        for (int p = 0; p < panels; p++) {
-            int cols = N - p * NR < NR ? N - p * NR : NR;
-            row1_512(K, A, P + (size_t)p * NR * K, C + p * NR, cols, acc);
-        }
-        return;
-    }
     if (M == 1) {
+        void (*r1)(int, const float *, const float *, float *, int, int) =
+            pyrnn_simd_level() >= PYRNN_SIMD_AVX512 ? row1_512 : row1;
         for (int p = 0; p < panels; p++) {
             int cols = N - p * NR < NR ? N - p * NR : NR;
-            row1(K, A, P + (size_t)p * NR * K, C + p * NR, cols, acc);
+            r1(K, A, P + (size_t)p * NR * K, C + p * NR, cols, acc);
         }
         return;
     }
