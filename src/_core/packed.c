@@ -4,9 +4,6 @@
 
 #define NR 16
 #define MR 4
-#ifndef PF_AHEAD
-#define PF_AHEAD 1024   /* floats: 4 KB ahead of the row-1 kernel's reads */
-#endif
 
 size_t pyrnn_packed_size(int N, int K)
 {
@@ -121,14 +118,6 @@ static void tile6(int K, const float *a0, int lda, const float *p, float *c, int
     }
 }
 
-/* Batch 1 streams the weights from L2/L3: ask for the four lines of the
- * k-steps PF_AHEAD floats ahead of q. */
-static inline void prefetch_ahead(const float *q)
-{
-    for (int i = 0; i < 64; i += 16)
-        _mm_prefetch((const char *)(q + PF_AHEAD + i), _MM_HINT_T0);
-}
-
 /* One row (batch 1): a matrix-vector product, bound by loading the panel.
  * Four k-steps in flight with their own accumulators hide the FMA latency;
  * they are summed in a fixed order at the end. */
@@ -142,7 +131,6 @@ static void row1(int K, const float *a, const float *p, float *c, int cols, int 
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
-        prefetch_ahead(q);
         __m256 x = _mm256_broadcast_ss(a + k);
         s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q), s0);
         s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 8), s1);
@@ -261,7 +249,6 @@ static void row1_512(int K, const float *a, const float *p, float *c, int cols, 
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
-        prefetch_ahead(q);
         s = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(q), s);
         t = _mm512_fmadd_ps(_mm512_set1_ps(a[k + 1]), _mm512_loadu_ps(q + 16), t);
         u = _mm512_fmadd_ps(_mm512_set1_ps(a[k + 2]), _mm512_loadu_ps(q + 32), u);
