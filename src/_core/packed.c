@@ -10,22 +10,84 @@ size_t pyrnn_packed_size(int N, int K)
     return (size_t)((N + NR - 1) / NR) * NR * (size_t)K;
 }
 
-void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
+/* Columns [k0, K) of panel p, one element at a time. */
+static void pack_scalar(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P,
+                        int p, int k0)
 {
-    int panels = (N + NR - 1) / NR;
-    for (int p = 0; p < panels; p++) {
-        float *dst = P + (size_t)p * NR * K;
-        for (int k = 0; k < K; k++)
-            for (int i = 0; i < NR; i++) {
-                int r = p * NR + i;
-                dst[(size_t)k * NR + i] = r < N ? W[r * rs + k * ks] : 0.0f;
-            }
-    }
+    float *dst = P + (size_t)p * NR * K;
+    for (int k = k0; k < K; k++)
+        for (int i = 0; i < NR; i++) {
+            int r = p * NR + i;
+            dst[(size_t)k * NR + i] = r < N ? W[r * rs + k * ks] : 0.0f;
+        }
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 
+/* 8 x 8 transpose: row i of the result is column i of the input rows. */
+__attribute__((target("avx2")))
+static inline void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* A whole panel p (16 rows in range) in 8 x 8 blocks; returns the first
+ * column left for pack_scalar. A copy: the same values as pack_scalar. */
+__attribute__((target("avx2")))
+static int pack_panel_avx2(int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P, int p)
+{
+    float *dst = P + (size_t)p * NR * K;
+    int k = 0;
+    if (ks == 1) {          /* W itself: rows of W become columns of the panel */
+        for (; k + 8 <= K; k += 8)
+            for (int h = 0; h < NR; h += 8) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++)
+                    r[i] = _mm256_loadu_ps(W + (ptrdiff_t)(p * NR + h + i) * rs + k);
+                transpose8(r);
+                for (int j = 0; j < 8; j++)
+                    _mm256_storeu_ps(dst + (size_t)(k + j) * NR + h, r[j]);
+            }
+    } else if (rs == 1) {   /* the transpose: each k-step is 16 contiguous floats */
+        for (; k < K; k++) {
+            const float *src = W + (ptrdiff_t)k * ks + p * NR;
+            _mm256_storeu_ps(dst + (size_t)k * NR, _mm256_loadu_ps(src));
+            _mm256_storeu_ps(dst + (size_t)k * NR + 8, _mm256_loadu_ps(src + 8));
+        }
+    }
+    return k;
+}
+#endif
+
+void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
+{
+    int panels = (N + NR - 1) / NR;
+    for (int p = 0; p < panels; p++) {
+        int k0 = 0;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        if ((p + 1) * NR <= N && pyrnn_simd_level() >= PYRNN_SIMD_AVX2)
+            k0 = pack_panel_avx2(K, W, rs, ks, P, p);
+#endif
+        pack_scalar(N, K, W, rs, ks, P, p, k0);
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 __attribute__((target("avx2,fma")))
 static void tile(int K, const float *a0, const float *a1, const float *a2, const float *a3,
                  const float *p, float *c, int ldc, int rows, int cols, int acc)
