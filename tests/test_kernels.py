@@ -295,6 +295,44 @@ def test_weight_gradient_kernel_shapes(mode, proj, I, H, T, B, restore_core):
             assert err <= (1e-12 if key[0] == np.float64 else 2e-5), (key, k, err)
 
 
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+@pytest.mark.parametrize("I, H, T, B", [(37, 23, 13, 7), (5, 16, 70, 1), (600, 48, 4, 2),
+                                        (19, 64, 9, 16)])
+def test_input_projection_packed_and_blas(mode, proj, I, H, T, B, restore_core):
+    """Input projections and dX of few rows pack W_ih for the small-GEMM
+    kernel, more rows go to BLAS: both paths (forced here), 1 and 2 threads,
+    bidirectional (dX of the second direction adds to the first), against
+    float64. The shapes split by columns (rows < G*H, rows < I) and by rows,
+    with partial panels and odd I."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(0, T + 1, B)
+    params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=6)
+
+    def run(dtype):
+        layer = make_layer(mode, I, H, 2, True, proj, dtype=dtype)
+        layer.load_state_dict(params)
+        y, hn, backward = layer.forward_train(x, lengths=lengths)
+        dx, _ = backward(np.cos(np.arange(y.size)).reshape(y.shape))
+        y_inf, _ = layer(x, lengths=lengths)
+        out = {"y": y, "dx": dx, "y_inf": y_inf, **layer.grads}
+        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+    want = run(np.float64)
+    old = _core._set_proj_packed_rows(0)
+    try:
+        for rows in (0, 1 << 30):
+            _core._set_proj_packed_rows(rows)
+            for n in (1, 2):
+                pyrnn.set_num_threads(n)
+                got = run(np.float32)
+                for k in want:
+                    err = np.max(np.abs(got[k] - want[k])) / max(1.0, np.max(np.abs(want[k])))
+                    assert err <= 2e-5, (rows, n, k, err)
+    finally:
+        _core._set_proj_packed_rows(old)
+
+
 @pytest.mark.parametrize("level", [lv for lv in _core.simd_levels() if lv == "avx512"])
 @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
 def test_avx512_same_bits_as_avx2(mode, proj, level, restore_core):

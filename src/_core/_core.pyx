@@ -71,7 +71,13 @@ cdef enum:
     # batch-1 inference shares each step with the helper core (pair.h) when
     # W_hh is at least this big: below it the hand-offs cost more than they save
     PAIR1_MIN_BYTES = 131072
+    # input projections (and dX) of at most this many (step, sequence) rows
+    # pack W_ih themselves for the small-GEMM kernel: BLAS's own copy of W_ih
+    # is most of its time there
+    PROJ_PACKED_ROWS = 1024
 GATES = (1, 1, 4, 3, 3, 2)
+
+cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
 
 
 
@@ -186,6 +192,23 @@ cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
         pyrnn_pack_f(N, K, <float *> s.Whh, 1, s.P, s.Wpk)
     else:
         pyrnn_pack_f(N, K, <float *> s.Whh, s.P, 1, s.Wpk)
+
+
+cdef bint packed_product(int m, int n, int k, const float *A, int lda, const float *W,
+                         ptrdiff_t rs, ptrdiff_t ks, float *C, int ldc, int acc) noexcept nogil:
+    """C (m, n) = A (m, k) @ V^T (acc: C +=), V[r, j] = W[r rs + j ks], with V
+    packed here for the small-GEMM kernel; False (nothing done) when the
+    packed copy cannot be allocated or SIMD is off."""
+    cdef float *Pk
+    if m <= 0 or n <= 0 or k <= 0 or not pyrnn_simd_active():
+        return False
+    Pk = <float *> malloc(pyrnn_packed_size(n, k) * sizeof(float))
+    if Pk == NULL:
+        return False
+    pyrnn_pack_f(n, k, W, rs, ks, Pk)
+    pyrnn_gemm_packed_f(m, n, k, A, lda, Pk, C, ldc, acc)
+    free(Pk)
+    return True
 
 
 cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh) noexcept nogil:
@@ -383,6 +406,13 @@ cdef void input_proj_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
         c0, c1 = split(GH, k, n), split(GH, k + 1, n)
     else:
         r0, r1 = split(rows, k, n), split(rows, k + 1, n)
+    if floating is float:
+        # decided on the whole call's rows: the same kernel for any split
+        if rows <= proj_packed_rows and packed_product(
+                r1 - r0, c1 - c0, s.Ni, <float *> s.X + <size_t> r0 * s.Ni, s.Ni,
+                <float *> s.Wih + <size_t> c0 * s.Ni, s.Ni, 1,
+                <float *> s.GX + <size_t> r0 * GH + c0, GH, 0):
+            return
     gemm(False, True, r1 - r0, c1 - c0, s.Ni, <floating> 1,
          <floating *> s.X + <size_t> r0 * s.Ni, s.Ni, <floating *> s.Wih + <size_t> c0 * s.Ni,
          s.Ni, <floating> 0, <floating *> s.GX + <size_t> r0 * GH + c0, GH)
@@ -418,6 +448,11 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
         input_proj_part(s, tag, 0, 1)
     elif s.pair:
         pyrnn_pair_run(proj_chunk, s, 2)
+    elif paired:
+        # helper busy or backing off: both parts here, not an OpenMP team
+        # (its worker would spin on the helper's core after the region)
+        input_proj_part(s, tag, 0, 2)
+        input_proj_part(s, tag, 1, 2)
     else:
         for k in prange(n, schedule='static', num_threads=n):
             input_proj_part(s, tag, k, n)
@@ -643,11 +678,21 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     # each thread packs only its share of W_ih)
     if rows < Ni:
         lo, hi = split(Ni, k, n), split(Ni, k + 1, n)
+        if floating is float:
+            if rows <= proj_packed_rows and packed_product(
+                    rows, hi - lo, GH, <float *> dGX, GH, <float *> s.Wih + lo, 1, Ni,
+                    <float *> s.dX + lo, Ni, s.accumulate_dx):
+                return
         gemm(False, False, rows, hi - lo, GH, <floating> 1, dGX, GH,
              <floating *> s.Wih + lo, Ni, <floating> (1 if s.accumulate_dx else 0),
              <floating *> s.dX + lo, Ni)
     else:
         lo, hi = split(rows, k, n), split(rows, k + 1, n)
+        if floating is float:
+            if rows <= proj_packed_rows and packed_product(
+                    hi - lo, Ni, GH, <float *> dGX + <size_t> lo * GH, GH, <float *> s.Wih,
+                    1, Ni, <float *> s.dX + <size_t> lo * Ni, Ni, s.accumulate_dx):
+                return
         gemm(False, False, hi - lo, Ni, GH, <floating> 1, dGX + <size_t> lo * GH, GH,
              <floating *> s.Wih, Ni, <floating> (1 if s.accumulate_dx else 0),
              <floating *> s.dX + <size_t> lo * Ni, Ni)
@@ -655,11 +700,13 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
 
 cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
+    cdef bint paired = False
     if floating is float:
         pack_whh(s, True)
         # batch 1: each step's product shared with the helper core, and the
         # weight gradients too (no OpenMP team left spinning beside it)
-        if pair1_applies(s, nt):
+        paired = pair1_applies(s, nt)
+        if paired:
             s.pair = pyrnn_pair_acquire()
     n = row_threads(s, nt)
     if n <= 1:
@@ -671,10 +718,15 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     s.Wpk = NULL
     n = nt if <double> s.T * s.B * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = max(1, min(n, s.G * s.H))
+    if paired:
+        n = min(n, 2)
     if n <= 1:
         wgrad_part(s, tag, 0, 1)
-    elif n == 2 and s.pair:
+    elif s.pair:
         pyrnn_pair_run(wgrad_chunk, s, 2)
+    elif paired:
+        wgrad_part(s, tag, 0, 2)      # helper busy: as in run_forward
+        wgrad_part(s, tag, 1, 2)
     else:
         for k in prange(n, schedule='static', num_threads=n):
             wgrad_part(s, tag, k, n)
@@ -789,6 +841,14 @@ def simd_max_error(int which, uint32_t stride, str level="avx2"):
     with nogil:
         r = pyrnn_simd_max_error(lv, which, stride)
     return r
+
+
+def _set_proj_packed_rows(int rows):
+    """Input projections of at most ``rows`` rows use the packed kernel (for
+    tests and A/B runs; the default is PROJ_PACKED_ROWS). Returns the old value."""
+    global proj_packed_rows
+    old, proj_packed_rows = proj_packed_rows, rows
+    return old
 
 
 def set_pair(bint on):
