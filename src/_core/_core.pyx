@@ -224,7 +224,7 @@ cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh) noex
 
 # chunks per batch-1 step shared by the two cores (about; whole 16-unit panels)
 cdef enum:
-    PAIR_CHUNKS = 4
+    PAIR_CHUNKS = 2
 
 
 cdef inline int chunk_units(int H) noexcept nogil:
