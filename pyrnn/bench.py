@@ -503,17 +503,20 @@ def _sample(runner, number):
             gc.enable()
 
 
-def measure(runners, repeats, min_time, settle=0.0):
+def measure(runners, repeats, min_time, settle=0.0, warm=0.0):
     """Interleaved timing. runners: {name: Runner}. Each is warmed up and given a call
     count so one sample lasts about min_time; then ``repeats`` rounds sample every
-    runner once, starting one later each round. Returns {name: (number, [s per call])}."""
+    runner once, starting one later each round. With ``settle``, each sample follows
+    a sleep of that many seconds and then, for peers whose call is shorter than
+    ``warm`` seconds, untimed calls for ``warm`` seconds. Returns
+    {name: (number, [s per call])}."""
     names = list(runners)
-    numbers = {}
+    numbers, per_call = {}, {}
     for name in names:
         r = runners[name]
         with r.active():
             r.fn()  # first call: lazy allocations, page faults, JIT of ORT kernels
-            t = _sample(r, 1)
+            t = per_call[name] = _sample(r, 1)
         numbers[name] = max(1, min(100000, math.ceil(min_time / max(t, 1e-9))))
     samples = {name: [] for name in names}
     for rnd in range(repeats):
@@ -525,6 +528,13 @@ def measure(runners, repeats, min_time, settle=0.0):
                 # and steal the cores from this one; let them go to sleep first
                 time.sleep(settle)
             with r.active():
+                if settle and per_call[name] < warm:
+                    # after the sleep the cores take a few ms to come back to
+                    # speed (measured: the first ~10 calls of 0.3 ms ran 1.5-3x
+                    # slower, on 1 thread too); a long call amortises it itself
+                    end = time.perf_counter() + warm
+                    while time.perf_counter() < end:
+                        r.fn()
                 samples[name].append(_sample(r, numbers[name]))
     return {name: (numbers[name], samples[name]) for name in names}
 
@@ -838,6 +848,10 @@ def _parser():
     p.add_argument("--settle", type=float, default=None,
                    help="seconds of sleep before each sample when threads > 1, so the previous "
                         "peer's spinning worker threads go idle (default 0.15)")
+    p.add_argument("--warm", type=float, default=None,
+                   help="after each settle sleep, seconds of untimed calls of the peer about to "
+                        "be sampled, so its cores are back to speed; only for calls shorter "
+                        "than this (default 0.02)")
     p.add_argument("--numpy-max-gflop", type=float, default=0.5,
                    help="run the slow NumPy reference only where a call is at most this many "
                         "GFLOP (default 0.5, i.e. the small shapes)")
@@ -949,7 +963,8 @@ def _run_grid(a, peers, notes, peaks, log):
                             _note(notes, str(e))
                     log(f"{cell} {':'.join(map(str, shape))} {mode} t{threads}: "
                         f"{', '.join(runners) or 'nothing to run'}")
-                    timed = measure(runners, a.repeats, a.min_time, a.settle if threads > 1 else 0.0) if runners else {}
+                    timed = measure(runners, a.repeats, a.min_time, a.settle if threads > 1 else 0.0,
+                                    a.warm) if runners else {}
                     entry = {"cell": cell, "shape": list(shape), "T": shape[0], "B": shape[1],
                              "I": shape[2], "H": shape[3], "mode": mode, "threads": threads,
                              "flop": flop, "peers": {}, "skipped": skipped, "ratio": {}}
@@ -1047,7 +1062,8 @@ def _run_stream(a, peers, notes, log):
                         skipped[peer] = str(e)
                         _note(notes, str(e))
                 log(f"stream {cell} H={H} t{threads}: {', '.join(runners) or 'nothing to run'}")
-                timed = measure(runners, a.repeats, a.min_time, a.settle if threads > 1 else 0.0) if runners else {}
+                timed = measure(runners, a.repeats, a.min_time, a.settle if threads > 1 else 0.0,
+                                a.warm) if runners else {}
                 entry = {"cell": cell, "input": H, "hidden": H, "batch": 1, "threads": threads,
                          "steps_per_call": K, "peers": {}, "skipped": skipped, "ratio": {}}
                 for peer, (number, secs) in timed.items():
@@ -1197,6 +1213,7 @@ def main(argv=None):
     a.repeats = a.repeats or (3 if q else 7)
     a.min_time = a.min_time if a.min_time is not None else (0.005 if q else 0.05)
     a.settle = a.settle if a.settle is not None else 0.15
+    a.warm = a.warm if a.warm is not None else 0.02
     a.sgemm_n = a.sgemm_n or (512 if q else 2048)
     a.stream_hidden = a.stream_hidden or ([32] if q else [128, 256, 512])
     a.stream_steps = a.stream_steps or (10 if q else 100)
@@ -1227,7 +1244,7 @@ def main(argv=None):
               "settings": {"cells": a.cells, "shapes": [list(s) for s in a.shapes],
                            "threads": a.threads, "peers": peers,
                            "modes": ["train"] if a.memory else a.mode,
-                           "repeats": a.repeats, "min_time": a.min_time, "settle": a.settle,
+                           "repeats": a.repeats, "min_time": a.min_time, "settle": a.settle, "warm": a.warm,
                            "numpy_max_gflop": a.numpy_max_gflop, "seed": a.seed,
                            "stream_hidden": a.stream_hidden if a.stream else None,
                            "stream_steps": a.stream_steps if a.stream else None,
