@@ -88,6 +88,7 @@ cdef struct Seq:
     float *Wpk
     size_t Wpk_bytes
     bint Wpk_mapped
+    bint Wpk_t          # Wpk holds W_hh transposed (backward)
     # 1 while this call owns the helper core (pair.h)
     int pair
     # parameters
@@ -170,10 +171,41 @@ cdef void big_free(void *p, size_t n, bint mapped) noexcept nogil:
         free(p)
 
 
+cdef void pack_part(Seq *s, int k, int n) noexcept nogil:
+    """Part k of n of the packing of s.Wpk: whole 16-row panels."""
+    cdef int GH = s.G * s.H
+    cdef int N = s.P if s.Wpk_t else GH
+    cdef int K = GH if s.Wpk_t else s.P
+    cdef int panels = (N + 15) // 16
+    cdef int r0 = 16 * split(panels, k, n), r1 = min(N, 16 * split(panels, k + 1, n))
+    if r1 <= r0:
+        return
+    if s.Wpk_t:
+        pyrnn_pack_f(r1 - r0, K, <float *> s.Whh + r0, 1, s.P, s.Wpk + <size_t> r0 * K)
+    else:
+        pyrnn_pack_f(r1 - r0, K, <float *> s.Whh + <size_t> r0 * s.P, s.P, 1,
+                     s.Wpk + <size_t> r0 * K)
+
+
+cdef void pack_chunk(void *arg, int chunk) noexcept nogil:
+    pack_part(<Seq *> arg, chunk, 2)
+
+
+cdef void pack_fill(Seq *s) noexcept nogil:
+    """Fill the packed copy that pack_whh allocated: halves on the two cores
+    when this call owns the helper."""
+    if s.Wpk == NULL:
+        return
+    if s.pair:
+        pyrnn_pair_run(pack_chunk, s, 2)
+    else:
+        pack_part(s, 0, 1)
+
+
 cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
-    """Float with AVX2, long enough sequences: pack W_hh (or its transpose, for
-    backward) once per call for the small-GEMM kernel; s.Wpk stays NULL (BLAS)
-    otherwise."""
+    """Float with AVX2, long enough sequences: allocate the packed copy of W_hh
+    (or of its transpose, for backward) for the small-GEMM kernel, filled by
+    pack_fill; s.Wpk stays NULL (BLAS) otherwise."""
     cdef int GH = s.G * s.H
     cdef int N = s.P if transposed else GH
     cdef int K = GH if transposed else s.P
@@ -185,13 +217,8 @@ cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
     s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
     # many rows: the page faults of a fresh mapping cost under 1% of the call
     s.Wpk_mapped = s.Wpk_bytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
-    s.Wpk = <float *> big_alloc(s.Wpk_bytes, s.Wpk_mapped)
-    if s.Wpk == NULL:   # out of memory: BLAS does the products instead
-        return
-    if transposed:
-        pyrnn_pack_f(N, K, <float *> s.Whh, 1, s.P, s.Wpk)
-    else:
-        pyrnn_pack_f(N, K, <float *> s.Whh, s.P, 1, s.Wpk)
+    s.Wpk = <float *> big_alloc(s.Wpk_bytes, s.Wpk_mapped)   # NULL: BLAS instead
+    s.Wpk_t = transposed
 
 
 cdef bint packed_product(int m, int n, int k, const float *A, int lda, const float *W,
@@ -438,6 +465,7 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
         paired = pair1_applies(s, nt)
         if paired:
             s.pair = pyrnn_pair_acquire()
+        pack_fill(s)
     n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = min(n, rows)
     if paired:
@@ -708,6 +736,7 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
         paired = pair1_applies(s, nt)
         if paired:
             s.pair = pyrnn_pair_acquire()
+        pack_fill(s)
     n = row_threads(s, nt)
     if n <= 1:
         bwd_rows(s, tag, 0, s.B)
