@@ -191,25 +191,15 @@ cdef void pack_chunk(void *arg, int chunk) noexcept nogil:
     pack_part(<Seq *> arg, chunk, 2)
 
 
-cdef void pack_fill(Seq *s) noexcept nogil:
-    """Fill the packed copy that pack_whh allocated: halves on the two cores
-    when this call owns the helper."""
-    if s.Wpk == NULL:
-        return
-    if s.pair:
-        pyrnn_pair_run(pack_chunk, s, 2)
-    else:
-        pack_part(s, 0, 1)
-
-
 cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
-    """Float with AVX2, long enough sequences: allocate the packed copy of W_hh
-    (or of its transpose, for backward) for the small-GEMM kernel, filled by
-    pack_fill; s.Wpk stays NULL (BLAS) otherwise."""
+    """Plan the packed copy of W_hh (or of its transpose, for backward) for the
+    small-GEMM kernel: float with AVX2, long enough sequences, h small enough.
+    Sets s.Wpk_bytes (0: BLAS does the products); pack_fill makes the copy."""
     cdef int GH = s.G * s.H
     cdef int N = s.P if transposed else GH
     cdef int K = GH if transposed else s.P
     s.Wpk = NULL
+    s.Wpk_bytes = 0
     s.pair = 0
     if (s.T < 8 or s.kind == K_GRU_RB or not pyrnn_simd_active()
             or <size_t> s.B * K > PACKED_MAX_A):
@@ -217,8 +207,26 @@ cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
     s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
     # many rows: the page faults of a fresh mapping cost under 1% of the call
     s.Wpk_mapped = s.Wpk_bytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
-    s.Wpk = <float *> big_alloc(s.Wpk_bytes, s.Wpk_mapped)   # NULL: BLAS instead
     s.Wpk_t = transposed
+
+
+cdef void pack_fill(Seq *s) noexcept nogil:
+    """Allocate and fill the copy pack_whh planned: halves on the two cores when
+    this call owns the helper. Out of memory: BLAS does the products, and the
+    helper is let go (its steps need the copy)."""
+    if s.Wpk_bytes == 0:
+        return
+    s.Wpk = <float *> big_alloc(s.Wpk_bytes, s.Wpk_mapped)
+    if s.Wpk == NULL:
+        s.Wpk_bytes = 0
+        if s.pair:
+            pyrnn_pair_release()
+            s.pair = 0
+        return
+    if s.pair:
+        pyrnn_pair_run(pack_chunk, s, 2)
+    else:
+        pack_part(s, 0, 1)
 
 
 cdef bint packed_product(int m, int n, int k, const float *A, int lda, const float *W,
@@ -304,7 +312,7 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
 cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
     """Whether this call's batch-1 steps may be shared with the helper core:
     W_hh packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights."""
-    return (s.Wpk != NULL and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
+    return (s.Wpk_bytes > 0 and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
             and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
 
 
@@ -465,7 +473,6 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
         paired = pair1_applies(s, nt)
         if paired:
             s.pair = pyrnn_pair_acquire()
-        pack_fill(s)
     n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
     n = min(n, rows)
     if paired:
@@ -484,6 +491,10 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     else:
         for k in prange(n, schedule='static', num_threads=n):
             input_proj_part(s, tag, k, n)
+    if floating is float:
+        # after the projection, so that its own packed W_ih is freed first
+        # (both alive at once grew malloc's heap again in the second call)
+        pack_fill(s)
     n = row_threads(s, nt)
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
