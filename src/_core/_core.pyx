@@ -193,7 +193,7 @@ cdef void pack_chunk(void *arg, int chunk) noexcept nogil:
     pack_part(<Seq *> arg, chunk, 2)
 
 
-cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
+cdef void plan_pack(Seq *s, bint transposed) noexcept nogil:
     """Plan the packed copy of W_hh (or of its transpose, for backward) for the
     small-GEMM kernel: float with AVX2, long enough sequences, h small enough.
     Sets s.Wpk_bytes (0: BLAS does the products); pack_fill makes the copy."""
@@ -213,7 +213,7 @@ cdef void pack_whh(Seq *s, bint transposed) noexcept nogil:
 
 
 cdef void pack_fill(Seq *s) noexcept nogil:
-    """Allocate and fill the copy pack_whh planned: halves on the two cores when
+    """Allocate and fill the copy plan_pack planned: halves on the two cores when
     this call owns the helper. Out of memory: BLAS does the products, and the
     helper is let go (its steps need the copy)."""
     if s.Wpk_bytes == 0:
@@ -319,7 +319,7 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
 
 cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
     """Whether this call's batch-1 steps may be shared with the helper core:
-    W_hh packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights."""
+    W_hh to be packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights."""
     return (s.Wpk_bytes > 0 and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
             and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
 
@@ -476,7 +476,7 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int rows = s.T * s.B, k, n
     cdef bint paired = False
     if floating is float:
-        pack_whh(s, False)
+        plan_pack(s, False)
         paired = pair1_applies(s, nt)
         if paired:
             s.pair = pyrnn_pair_acquire()
@@ -722,33 +722,27 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
                     <floating *> s.dWhr + <size_t> lo * H, H)
     # dX (+)= dGX @ W_ih, split by rows, or with few rows by columns (so that
     # each thread packs only its share of W_ih)
+    cdef int x0 = 0, x1 = rows, c0 = 0, c1 = Ni
     if rows < Ni:
-        lo, hi = split(Ni, k, n), split(Ni, k + 1, n)
-        if floating is float:
-            if proj_packed(s, rows) and packed_product(
-                    rows, hi - lo, GH, <float *> dGX, GH, <float *> s.Wih + lo, 1, Ni,
-                    <float *> s.dX + lo, Ni, s.accumulate_dx):
-                return
-        gemm(False, False, rows, hi - lo, GH, <floating> 1, dGX, GH,
-             <floating *> s.Wih + lo, Ni, <floating> (1 if s.accumulate_dx else 0),
-             <floating *> s.dX + lo, Ni)
+        c0, c1 = split(Ni, k, n), split(Ni, k + 1, n)
     else:
-        lo, hi = split(rows, k, n), split(rows, k + 1, n)
-        if floating is float:
-            if proj_packed(s, rows) and packed_product(
-                    hi - lo, Ni, GH, <float *> dGX + <size_t> lo * GH, GH, <float *> s.Wih,
-                    1, Ni, <float *> s.dX + <size_t> lo * Ni, Ni, s.accumulate_dx):
-                return
-        gemm(False, False, hi - lo, Ni, GH, <floating> 1, dGX + <size_t> lo * GH, GH,
-             <floating *> s.Wih, Ni, <floating> (1 if s.accumulate_dx else 0),
-             <floating *> s.dX + <size_t> lo * Ni, Ni)
+        x0, x1 = split(rows, k, n), split(rows, k + 1, n)
+    if floating is float:
+        if proj_packed(s, rows) and packed_product(
+                x1 - x0, c1 - c0, GH, <float *> dGX + <size_t> x0 * GH, GH,
+                <float *> s.Wih + c0, 1, Ni, <float *> s.dX + <size_t> x0 * Ni + c0, Ni,
+                s.accumulate_dx):
+            return
+    gemm(False, False, x1 - x0, c1 - c0, GH, <floating> 1, dGX + <size_t> x0 * GH, GH,
+         <floating *> s.Wih + c0, Ni, <floating> (1 if s.accumulate_dx else 0),
+         <floating *> s.dX + <size_t> x0 * Ni + c0, Ni)
 
 
 cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef int k, n
     cdef bint paired = False
     if floating is float:
-        pack_whh(s, True)
+        plan_pack(s, True)
         # batch 1: each step's product shared with the helper core, and the
         # weight gradients too (no OpenMP team left spinning beside it)
         paired = pair1_applies(s, nt)
@@ -787,7 +781,7 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
 cdef void fill(Seq *s, int kind, int T, int B, int Ni, int H, int P, int reverse,
                int ldy, int train, object lengths, dict a):
     # every field starts at 0/NULL: the float64 path never sets s.pair (only
-    # pack_whh does), and a stale stack value sent float64 calls down the
+    # plan_pack does), and a stale stack value sent float64 calls down the
     # float helper path (NaN output at 2 threads)
     memset(s, 0, sizeof(Seq))
     s.kind = kind

@@ -76,11 +76,14 @@ static int pack_panel_avx2(int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, fl
 
 void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
 {
-    int panels = (N + NR - 1) / NR;
+    int panels = (N + NR - 1) / NR, simd = 0;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    simd = pyrnn_simd_level() >= PYRNN_SIMD_AVX2;
+#endif
     for (int p = 0; p < panels; p++) {
         int k0 = 0;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        if ((p + 1) * NR <= N && pyrnn_simd_level() >= PYRNN_SIMD_AVX2)
+        if (simd && (p + 1) * NR <= N)
             k0 = pack_panel_avx2(K, W, rs, ks, P, p);
 #endif
         pack_scalar(N, K, W, rs, ks, P, p, k0);

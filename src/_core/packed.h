@@ -5,8 +5,9 @@
  * batch costs as much as the product itself; here W is packed once into
  * panels of 16 rows (k-major, zero-padded) and an AVX2+FMA micro-kernel
  * computes 6 (or 4) rows x 16 columns at a time; at the AVX-512 level, 8 rows
- * x 32 columns (two panels), with the same per-element operations. Each output is a plain sum over k
- * in order, so the result does not depend on how rows are split.
+ * x 32 columns (two panels), with the same per-element operations. Each
+ * output is a plain sum over k in order, so the result does not depend on how
+ * rows are split.
  */
 #ifndef PYRNN_PACKED_H
 #define PYRNN_PACKED_H
