@@ -159,6 +159,16 @@ def as_lengths(lengths, T, B):
 
 # ---------------------------------------------------------------- layers
 
+def _on_line(a):
+    """A flat float32 copy of a starting on a 64-byte line, like the core's own
+    packed copies: a 64-byte load of a panel then touches one line, not two."""
+    buf = np.empty(a.size + 16, np.float32)
+    skip = (-buf.ctypes.data % 64) // 4
+    out = buf[skip:skip + a.size]
+    out[...] = a.ravel()
+    return out
+
+
 def _panels(W):
     """W (N, K) as 16-row panels, k-major and zero-padded, flat (packed.h)."""
     N, K = W.shape
@@ -262,11 +272,11 @@ class _RNNBase(Module):
         if self.dtype != np.float32 or self.mode == "GRU_RB":
             return {"Wcat": None}
         if self.mode != "GRU":
-            return {"Wcat": _panels(np.concatenate([w["Wih"], w["Whh"]], axis=1))}
+            return {"Wcat": _on_line(_panels(np.concatenate([w["Wih"], w["Whh"]], axis=1)))}
         H = self.hidden_size
         parts = [_panels(np.concatenate([w["Wih"][:2 * H], w["Whh"][:2 * H]], axis=1)),
                  _panels(w["Wih"][2 * H:]), _panels(w["Whh"][2 * H:])]
-        return {"Wcat": np.concatenate(parts), "sec2": parts[0].size,
+        return {"Wcat": _on_line(np.concatenate(parts)), "sec2": parts[0].size,
                 "sec3": parts[0].size + parts[1].size}
 
     # -- description -------------------------------------------------------
