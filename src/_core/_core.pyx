@@ -80,6 +80,8 @@ cdef enum:
     PROJ_PACKED_ROWS = 1024
     # ... and at any row count for inputs this narrow (200:16:64:64: 2-6% faster)
     PROJ_PACKED_NI = 64
+    # columns of the bias-gradient sums per sweep (a stack buffer)
+    BIAS_CHUNK = 512
 GATES = (1, 1, 4, 3, 3, 2)
 
 cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
@@ -686,6 +688,8 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     cdef floating *dbih = <floating *> s.dbih
     cdef floating *dbhh = <floating *> s.dbhh
     cdef floating *src
+    cdef floating colsum[BIAS_CHUNK]
+    cdef int w
     # dW_ih[r0:r1] += dGX[:, r0:r1]^T @ X
     gemm_tn_acc(r1 - r0, Ni, rows, dGX + r0, GH, <floating *> s.X, Ni,
                 <floating *> s.dWih + <size_t> r0 * Ni, Ni)
@@ -710,16 +714,23 @@ cdef void wgrad_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
         gemm_tn_acc(r1 - r0, P, rows, dGX + r0, GH, <floating *> s.Hs, P,
                     dWhh + <size_t> r0 * P, P)
     if dbih != NULL and r1 > r0:
-        # row-major sweeps (contiguous, vectorised) into the bias gradients
-        for r in range(rows):
-            src = dGX + <size_t> r * GH
-            for j in range(r0, r1):
-                dbih[j] += src[j]
-        lo, hi = r0, (min(r1, 2 * H) if s.kind == K_GRU else r1)
-        for r in range(rows):
-            src = dGX + <size_t> r * GH
-            for j in range(lo, hi):
-                dbhh[j] += src[j]
+        # one row-major sweep (contiguous, vectorised) of dGX for both bias
+        # gradients, BIAS_CHUNK columns at a time: b_ih's and b_hh's are the
+        # same sums but for GRU's n rows
+        hi = min(r1, 2 * H) if s.kind == K_GRU else r1
+        lo = r0
+        while lo < r1:
+            w = min(<int> BIAS_CHUNK, r1 - lo)
+            memset(colsum, 0, w * sizeof(floating))
+            for r in range(rows):
+                src = dGX + <size_t> r * GH + lo
+                for j in range(w):
+                    colsum[j] += src[j]
+            for j in range(w):
+                dbih[lo + j] += colsum[j]
+            for j in range(min(w, hi - lo)):
+                dbhh[lo + j] += colsum[j]
+            lo += w
         if s.kind == K_GRU and r1 > 2 * H:
             lo = max(r0, 2 * H)
             for r in range(rows):
