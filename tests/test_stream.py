@@ -429,3 +429,20 @@ def test_two_core_streams_from_many_threads_equal_serial(pair_everywhere):
     got = _threaded(layer, xs, 1)
     for i in range(n):
         np.testing.assert_array_equal(got[i], want[i])
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_packed_stream_weights_on_a_cache_line(mode):
+    """The packed [W_ih | W_hh] a float32 stream steps over starts on a 64-byte
+    line (its 64-byte panel loads would each touch two lines otherwise), and
+    holds the panels of the weights unchanged."""
+    from pyrnn.layers import _panels
+    layer = make_layer(mode, 24, 40, dtype=np.float32, seed=3)
+    spec = layer.stream_snapshot()[1][0]
+    Wih, Whh, H = spec["Wih"], spec["Whh"], 40
+    if mode == "GRU":
+        parts = [np.concatenate([Wih[:2 * H], Whh[:2 * H]], axis=1), Wih[2 * H:], Whh[2 * H:]]
+    else:
+        parts = [np.concatenate([Wih, Whh], axis=1)]
+    assert spec["Wcat"].ctypes.data % 64 == 0
+    np.testing.assert_array_equal(spec["Wcat"], np.concatenate([_panels(w) for w in parts]))
