@@ -21,9 +21,6 @@ from libc.string cimport memcpy, memset
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
 
 from blas cimport gemm
-
-cdef extern from "<stdlib.h>" nogil:
-    int posix_memalign(void **memptr, size_t alignment, size_t size)
 from gates cimport *
 
 cdef extern from "packed.h" nogil:
@@ -156,10 +153,23 @@ cdef inline int split(int n, int k, int parts) noexcept nogil:
 # ---------------------------------------------------------------- forward
 
 cdef inline void *line_alloc(size_t n) noexcept nogil:
-    """malloc on a cache line (free() releases it): the kernels' 64-byte loads
-    of a panel then touch one line each, not two."""
-    cdef void *p = NULL
-    return p if posix_memalign(&p, 64, n) == 0 else NULL
+    """n bytes from malloc on a 64-byte line (release with line_free): the
+    kernels' 64-byte loads of a panel then touch one line each, not two. Not
+    posix_memalign: its blocks fragmented glibc's heap, which then grew by
+    the packed copy's size in every training step (8-12 MiB at H = 512)."""
+    cdef char *p = <char *> malloc(n + 64)
+    cdef char *a
+    if p == NULL:
+        return NULL
+    # p is 16-byte aligned: the line at or after p + 8 leaves room for p
+    a = <char *> ((<size_t> p + 8 + 63) & ~(<size_t> 63))
+    (<void **> a)[-1] = p
+    return a
+
+
+cdef inline void line_free(void *a) noexcept nogil:
+    if a != NULL:
+        free((<void **> a)[-1])
 
 
 cdef void *big_alloc(size_t n, bint mapped) noexcept nogil:
@@ -182,7 +192,7 @@ cdef void big_free(void *p, size_t n, bint mapped) noexcept nogil:
     if mapped:
         munmap(p, n)
     else:
-        free(p)
+        line_free(p)
 
 
 cdef void pack_part(Seq *s, int k, int n) noexcept nogil:
@@ -262,7 +272,7 @@ cdef bint packed_product(int m, int n, int k, const float *A, int lda, const flo
         return False
     pyrnn_pack_f(n, k, W, rs, ks, Pk)
     pyrnn_gemm_packed_f(m, n, k, A, lda, Pk, C, ldc, acc)
-    free(Pk)
+    line_free(Pk)
     return True
 
 
