@@ -157,12 +157,13 @@ cdef inline void *line_alloc(size_t n) noexcept nogil:
     kernels' 64-byte loads of a panel then touch one line each, not two. Not
     posix_memalign: its blocks fragmented glibc's heap, which then grew by
     the packed copy's size in every training step (8-12 MiB at H = 512)."""
-    cdef char *p = <char *> malloc(n + 64)
+    cdef char *p = <char *> malloc(n + 64 + sizeof(void *))
     cdef char *a
     if p == NULL:
         return NULL
-    # p is 16-byte aligned: the line at or after p + 8 leaves room for p
-    a = <char *> ((<size_t> p + 8 + 63) & ~(<size_t> 63))
+    # the first line that leaves room for p before it: at most 63 bytes past
+    # p + sizeof(void *), whatever malloc's own alignment
+    a = <char *> ((<size_t> p + sizeof(void *) + 63) & ~(<size_t> 63))
     (<void **> a)[-1] = p
     return a
 
