@@ -69,7 +69,6 @@ class Stream:
                 M=np.empty((B, H), dt) if layer.proj_size else None,
                 hn=np.empty((B, P), dt), cn=np.empty((B, H), dt) if self._lstm else None,
                 y=np.empty((B, P), dt),
-                xh=np.empty((B, (layer.input_size if k == 0 else P) + P), dt),
                 zero=np.zeros((B, G * H), dt),
                 pair=_pairs(B, H, layer.proj_size, spec["Wcat"]))
             specs.append(spec)

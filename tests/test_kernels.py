@@ -320,6 +320,7 @@ def test_input_projection_packed_and_blas(mode, proj, I, H, T, B, restore_core):
 
     want = run(np.float64)
     old = _core._set_proj_packed_rows(0)
+    old_k = _core._set_cat_max_k(0)     # the separate projection, whatever the shape
     try:
         for rows in (0, 1 << 30):
             _core._set_proj_packed_rows(rows)
@@ -331,6 +332,53 @@ def test_input_projection_packed_and_blas(mode, proj, I, H, T, B, restore_core):
                     assert err <= 2e-5, (rows, n, k, err)
     finally:
         _core._set_proj_packed_rows(old)
+        _core._set_cat_max_k(old_k)
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+@pytest.mark.parametrize("I, H, T, B", [(37, 23, 13, 7), (5, 16, 9, 2), (64, 64, 12, 9),
+                                        (200, 40, 8, 17)])
+def test_step_product_with_x_and_h_together(mode, proj, I, H, T, B, restore_core):
+    """At batch >= 2 with I + P <= 512, each step multiplies [x_t | h] by the
+    packed [W_ih | W_hh] (no separate input projection): against float64
+    with it and without it, 1 and 2 threads (B = 2 on 2 threads: one row
+    each, the one-row kernel), bidirectional and stacked (the second layer's
+    input is 2 P wide), lengths, partial weight panels and GRU's sections.
+    Its sums run in another order than the separate projection's, so some
+    bits differ: the switch really changes the path (LSTM with projection
+    and GRU-RB never take it, and give the same bits)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(0, T + 1, B)
+    params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=7)
+
+    def run(dtype):
+        layer = make_layer(mode, I, H, 2, True, proj, dtype=dtype)
+        layer.load_state_dict(params)
+        y, hn, backward = layer.forward_train(x, lengths=lengths)
+        dx, _ = backward(np.cos(np.arange(y.size)).reshape(y.shape))
+        y_inf, _ = layer(x, lengths=lengths)
+        np.testing.assert_array_equal(y, y_inf)
+        out = {"y": y, "dx": dx, **layer.grads}
+        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+    want = run(np.float64)
+    old = _core._set_cat_max_k(0)
+    try:
+        got = {}
+        for k_max in (0, 512):
+            _core._set_cat_max_k(k_max)
+            for n in (1, 2):
+                pyrnn.set_num_threads(n)
+                got[k_max, n] = run(np.float32)
+                for k in want:
+                    err = (np.max(np.abs(got[k_max, n][k] - want[k]))
+                           / max(1.0, np.max(np.abs(want[k]))))
+                    assert err <= 2e-5, (k_max, n, k, err)
+        same = np.array_equal(got[0, 1]["y"], got[512, 1]["y"])
+        assert same == (mode == "GRU_RB" or proj > 0)
+    finally:
+        _core._set_cat_max_k(old)
 
 
 @pytest.mark.parametrize("level", [lv for lv in _core.simd_levels() if lv == "avx512"])

@@ -53,10 +53,15 @@ def test_stream_equals_whole_sequence(kind, L, B, dtype):
     s = Stream(layer, batch_size=B)
     s.state = h0
     tol = TOL[dtype]
+    # float32 at batch >= 2: both multiply [x_t | h] by the same packed
+    # weights and run the same gate kernel, so the bits are the same
+    bits = dtype == np.float32 and B > 1 and mode != "GRU_RB" and not proj
     for t in range(T):
         out = s.step(x[t])
         assert out.shape == (B, layer.output_size) and out.dtype == dtype
         np.testing.assert_allclose(out, y[t], **tol)
+        if bits:
+            np.testing.assert_array_equal(out, y[t])
     _assert_state(s.state, hn, tol)
     # from zeros, and unbatched 1-D steps when B == 1
     y0, hn0 = layer(x)

@@ -4,7 +4,9 @@ sequence. Python (pyrnn/layers.py) validates and allocates; this file only
 computes, with the GIL released.
 
 Per direction: ONE GEMM for the input projection of all T steps, then per step
-ONE GEMM of h against all gates' recurrent weights and ONE fused gate kernel.
+ONE GEMM of h against all gates' recurrent weights and ONE fused gate kernel
+(at batch >= 2 with narrow inputs, ONE product of [x_t | h] per step instead:
+cat_begin).
 Backward mirrors it; weight gradients are one GEMM over all steps after the
 loop. The batch is split into row blocks, one per thread, each running the
 whole time loop with single-threaded BLAS: no barrier per step, and the same
@@ -26,7 +28,12 @@ from gates cimport *
 cdef extern from "packed.h" nogil:
     size_t pyrnn_packed_size(int N, int K)
     void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
+    void pyrnn_pack_cat_f(int N, int K1, const float *W1, int ld1, int K2, const float *W2,
+                          int ld2, float *P)
     void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P, float *C, int ldc, int acc)
+    void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                              const float *A2, int lda2, const float *P, float *C, int ldc,
+                              int acc)
 
 cdef extern from "gemm_tn.h" nogil:
     void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -79,9 +86,13 @@ cdef enum:
     PROJ_PACKED_NI = 64
     # columns of the bias-gradient sums per sweep (a stack buffer)
     BIAS_CHUNK = 512
+    # at batch >= 2, inputs + state at most this wide: each step's product is
+    # [x_t | h] @ [W_ih | W_hh]^T (cat_begin), no separate input projection
+    CAT_MAX_K = 512
 GATES = (1, 1, 4, 3, 3, 2)
 
 cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
+cdef int cat_max_k = CAT_MAX_K                 # _set_cat_max_k (tests, A/B)
 
 
 
@@ -95,6 +106,11 @@ cdef struct Seq:
     bint Wpk_t          # Wpk holds W_hh transposed (backward)
     # 1 while this call owns the helper core (pair.h)
     int pair
+    # 1: Wpk holds [W_ih | W_hh] packed (GRU: sections at sec2, sec3) and each
+    # step multiplies [x_t | h] into xg; see cat_begin
+    int cat
+    size_t sec2, sec3
+    float *xg
     # parameters
     void *Wih
     void *Whh
@@ -347,6 +363,84 @@ cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
             and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
 
 
+cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, size_t sec2,
+                   size_t sec3, const float *x, int ldx, const float *h, int ldh, float *gx,
+                   float *gh, int u0, int u1) noexcept nogil:
+    """Gate pre-activations of units [u0, u1) of B rows from [x | h] (rows of
+    x and h, strides ldx and ldh) in one pass over the packed [W_ih | W_hh]
+    (W): all columns at once, or gate by gate for a slice. GRU: r, z from
+    [x | h] into gx, the n gate's x part into gx and its h part into gh (r
+    multiplies only that)."""
+    cdef int K = I + P, GH = G * H, g, n = u1 - u0
+    if kind == K_GRU:
+        if u0 == 0 and u1 == H:
+            pyrnn_gemm_packed2_f(B, 2 * H, I, x, ldx, P, h, ldh, W, gx, GH, 0)
+        else:
+            for g in range(2):
+                pyrnn_gemm_packed2_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
+                                     gx + g * H + u0, GH, 0)
+        pyrnn_gemm_packed_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0, GH, 0)
+        pyrnn_gemm_packed_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0, GH, 0)
+    elif u0 == 0 and u1 == H:
+        pyrnn_gemm_packed2_f(B, GH, I, x, ldx, P, h, ldh, W, gx, GH, 0)
+    else:
+        for g in range(G):
+            pyrnn_gemm_packed2_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
+                                 gx + g * H + u0, GH, 0)
+
+
+cdef bint cat_applies(Seq *s) noexcept nogil:
+    """Whether each step multiplies [x_t | h] by the packed [W_ih | W_hh]
+    instead of a separate input projection of all steps: float with AVX2
+    (plan_pack planned a copy), batch >= 2, inputs + state narrow enough
+    (CAT_MAX_K). Decided on the shape alone: any thread count, same bits."""
+    return (s.Wpk_bytes > 0 and s.B >= 2 and not s.proj and s.Ni + s.P <= cat_max_k
+            and <size_t> s.B * (s.Ni + s.P) <= PACKED_MAX_A)
+
+
+cdef void cat_begin(Seq *s) noexcept nogil:
+    """Pack [W_ih | W_hh] into s.Wpk and take the per-step buffer xg (the
+    products of [x_t | h]), then s.cat = 1; out of memory, nothing changes
+    (the separate projection and plan_pack's copy are used)."""
+    cdef int H = s.H, I = s.Ni, P = s.P, GH = s.G * s.H, K = s.Ni + s.P
+    cdef size_t n
+    cdef const float *Wih = <float *> s.Wih
+    cdef const float *Whh = <float *> s.Whh
+    if s.kind == K_GRU:
+        s.sec2 = pyrnn_packed_size(2 * H, K)
+        s.sec3 = s.sec2 + pyrnn_packed_size(H, I)
+        n = s.sec3 + pyrnn_packed_size(H, H)
+    else:
+        s.sec2 = s.sec3 = 0
+        n = pyrnn_packed_size(GH, K)
+    s.xg = <float *> line_alloc(<size_t> s.B * GH * sizeof(float))
+    if s.xg == NULL:
+        return
+    s.Wpk = <float *> big_alloc(n * sizeof(float), s.Wpk_mapped)
+    if s.Wpk == NULL:
+        line_free(s.xg)
+        s.xg = NULL
+        return
+    s.Wpk_bytes = n * sizeof(float)
+    if s.kind == K_GRU:
+        pyrnn_pack_cat_f(2 * H, I, Wih, I, P, Whh, P, s.Wpk)
+        pyrnn_pack_f(H, I, Wih + <size_t> 2 * H * I, I, 1, s.Wpk + s.sec2)
+        pyrnn_pack_f(H, H, Whh + <size_t> 2 * H * H, H, 1, s.Wpk + s.sec3)
+    else:
+        pyrnn_pack_cat_f(GH, I, Wih, I, P, Whh, P, s.Wpk)
+    # the kernels add gh to xg's products: zeros, but for GRU's W_hn h part
+    memset(s.GH, 0, <size_t> s.B * GH * sizeof(float))
+    s.cat = 1
+
+
+cdef inline void cat_rows(Seq *s, int t, int b0, int nb, const float *hp) noexcept nogil:
+    """Step t's gate products for batch rows [b0, b0 + nb) from [x_t | h]."""
+    cdef int GH = s.G * s.H
+    cat_gemm(s.kind, nb, s.Ni, s.P, s.H, s.G, s.Wpk, s.sec2, s.sec3,
+             <float *> s.X + (<size_t> t * s.B + b0) * s.Ni, s.Ni, hp, s.P,
+             s.xg + <size_t> b0 * GH, <float *> s.GH + <size_t> b0 * GH, 0, s.H)
+
+
 cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     """The whole time loop for batch rows [b0, b0 + nb)."""
     cdef int T = s.T, B = s.B, H = s.H, P = s.P, GH = s.G * s.H, ldy = s.ldy
@@ -437,11 +531,14 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                 q.t, q.hp, q.cp, q.hd, q.cd, q.At, q.X2t = t, hp, cp, hd, cd, At, X2t
                 pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
                 continue
-        if kind == K_RNN_TANH or kind == K_RNN_RELU:
+            if s.cat:
+                cat_rows(s, t, b0, nb, hp)
+                gx = <floating *> s.xg + <size_t> b0 * GH
+        if kind != K_GRU_RB and not s.cat:
             rec_gemm(s, nb, hp, gh)
+        if kind == K_RNN_TANH or kind == K_RNN_RELU:
             rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
         elif kind == K_LSTM:
-            rec_gemm(s, nb, hp, gh)
             if s.proj:
                 lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
                          <floating *> NULL, 0, At, X2t)
@@ -450,7 +547,6 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             else:
                 lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU:
-            rec_gemm(s, nb, hp, gh)
             gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
             gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
@@ -459,7 +555,6 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                  <floating> 0, ghn, H)
             grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
-            rec_gemm(s, nb, hp, gh)
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
 
@@ -500,6 +595,8 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     cdef bint paired = False
     if floating is float:
         plan_pack(s, False)
+        if cat_applies(s):
+            cat_begin(s)
         paired = pair1_applies(s, nt)
         if paired:
             s.pair = pyrnn_pair_acquire()
@@ -509,7 +606,9 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
         # two parts whether or not the helper was free: the same bits either
         # way, and no OpenMP team left spinning beside the helper
         n = min(n, 2)
-    if n <= 1:
+    if s.cat:
+        pass        # each step makes its own input products
+    elif n <= 1:
         input_proj_part(s, tag, 0, 1)
     elif s.pair:
         pyrnn_pair_run(proj_chunk, s, 2)
@@ -524,7 +623,8 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
     if floating is float:
         # after the projection, so that its own packed W_ih is freed first
         # (both alive at once grew malloc's heap again in the second call)
-        pack_fill(s)
+        if not s.cat:
+            pack_fill(s)
     n = row_threads(s, nt)
     if n <= 1:
         fwd_rows(s, tag, 0, s.B)
@@ -533,6 +633,10 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
             fwd_rows(s, tag, split(s.B, k, n), split(s.B, k + 1, n) - split(s.B, k, n))
     big_free(s.Wpk, s.Wpk_bytes, s.Wpk_mapped)
     s.Wpk = NULL
+    if s.cat:
+        line_free(s.xg)
+        s.xg = NULL
+        s.cat = 0
     if s.pair:
         pyrnn_pair_release()
         s.pair = 0
@@ -925,6 +1029,15 @@ def _set_proj_packed_rows(int rows):
     return old
 
 
+def _set_cat_max_k(int k):
+    """Batch >= 2 calls with I + P <= k multiply [x_t | h] per step (cat_begin);
+    0: never (for tests and A/B runs; the default is CAT_MAX_K). Returns the
+    old value."""
+    global cat_max_k
+    old, cat_max_k = cat_max_k, k
+    return old
+
+
 def set_pair(bint on):
     """Allow or forbid the helper core that batch-1 inference and stream
     steps share their work with (src/_core/pair.h)."""
@@ -975,34 +1088,13 @@ cdef struct StreamLayer:
     # batch 1 on two cores: nchunk chunks of cw units (whole 16-row panels of
     # every gate) shared with the helper thread; 0: never split
     int nchunk, cw
-    void *xh     # (B, I + P) [x | h] for the fused product
+    const void *x    # this step's input (B, I), for the fused product
     void *zero   # (B, G*H) zeros: the fused product leaves no separate h part
 
 
-cdef void cat_products(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
-    """Gate pre-activations of units [u0, u1) from [x | h] in one pass over the
-    packed weights: all columns at once, or gate by gate for a slice."""
-    cdef int H = L.H, I = L.Ni, K = L.Ni + L.P, GH = L.G * L.H, g, n = u1 - u0
-    cdef float *xh = <float *> L.xh
-    cdef float *gx = <float *> L.gx
-    cdef float *W = L.Wcat
-    if L.kind == K_GRU:
-        if u0 == 0 and u1 == H:
-            pyrnn_gemm_packed_f(B, 2 * H, K, xh, K, W, gx, GH, 0)
-        else:
-            for g in range(2):
-                pyrnn_gemm_packed_f(B, n, K, xh, K, W + <size_t> (g * H + u0) * K,
-                                    gx + g * H + u0, GH, 0)
-        pyrnn_gemm_packed_f(B, n, I, xh, K, W + L.sec2 + <size_t> u0 * I,
-                            gx + 2 * H + u0, GH, 0)
-        pyrnn_gemm_packed_f(B, n, H, xh + I, K, W + L.sec3 + <size_t> u0 * H,
-                            <float *> L.gh + 2 * H + u0, GH, 0)
-    elif u0 == 0 and u1 == H:
-        pyrnn_gemm_packed_f(B, GH, K, xh, K, W, gx, GH, 0)
-    else:
-        for g in range(L.G):
-            pyrnn_gemm_packed_f(B, n, K, xh, K, W + <size_t> (g * H + u0) * K,
-                                gx + g * H + u0, GH, 0)
+cdef inline void cat_products(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
+    cat_gemm(L.kind, B, L.Ni, L.P, L.H, L.G, L.Wcat, L.sec2, L.sec3, <float *> L.x, L.Ni,
+             <float *> L.h, L.P, <float *> L.gx, <float *> L.gh, u0, u1)
 
 
 cdef void cat_units(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
@@ -1042,14 +1134,10 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
     cdef floating *hn = <floating *> L.hn
     cdef floating *y = <floating *> L.y
     cdef floating *X2 = <floating *> L.X2
-    cdef floating *xh = <floating *> L.xh
-    cdef int b, K = L.Ni + P
     if floating is float:
         if L.Wcat != NULL and pyrnn_simd_active():
             # one pass over the packed weights for all gates, from [x | h]
-            for b in range(B):
-                memcpy(xh + <size_t> b * K, x + <size_t> b * L.Ni, L.Ni * sizeof(float))
-                memcpy(xh + <size_t> b * K + L.Ni, h + <size_t> b * P, P * sizeof(float))
+            L.x = <const void *> x
             if not L.proj:
                 if pair and L.nchunk > 0 and B == 1:
                     pyrnn_pair_run(cat_chunk, L, L.nchunk)
@@ -1162,7 +1250,7 @@ cdef class StreamCore:
             L.nchunk = (L.H + L.cw - 1) // L.cw if d.get("pair") and L.Wcat != NULL else 0
             if L.nchunk > 0:
                 self.can_pair = 1
-            L.xh, L.zero = ptr(d.get("xh")), ptr(d.get("zero"))
+            L.zero = ptr(d.get("zero"))
         self.Ni = self.layers[0].Ni
         self.out2 = np.zeros((B, self.layers[self.nl - 1].P), np.float64 if double else np.float32)
         self.out1 = self.out2[0]

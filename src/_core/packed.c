@@ -10,11 +10,11 @@ size_t pyrnn_packed_size(int N, int K)
     return (size_t)((N + NR - 1) / NR) * NR * (size_t)K;
 }
 
-/* Columns [k0, K) of panel p, one element at a time. */
-static void pack_scalar(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P,
+/* Columns [k0, K) of panel p into dst, the panel's first k-step, one element
+ * at a time. */
+static void pack_scalar(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *dst,
                         int p, int k0)
 {
-    float *dst = P + (size_t)p * NR * K;
     for (int k = k0; k < K; k++)
         for (int i = 0; i < NR; i++) {
             int r = p * NR + i;
@@ -46,12 +46,11 @@ static inline void transpose8(__m256 r[8])
     }
 }
 
-/* A whole panel p (16 rows in range) in 8 x 8 blocks; returns the first
- * column left for pack_scalar. A copy: the same values as pack_scalar. */
+/* A whole panel p (16 rows in range) into dst in 8 x 8 blocks; returns the
+ * first column left for pack_scalar. A copy: the same values as pack_scalar. */
 __attribute__((target("avx2")))
-static int pack_panel_avx2(int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P, int p)
+static int pack_panel_avx2(int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *dst, int p)
 {
-    float *dst = P + (size_t)p * NR * K;
     int k = 0;
     if (ks == 1) {          /* W itself: rows of W become columns of the panel */
         for (; k + 8 <= K; k += 8)
@@ -74,31 +73,65 @@ static int pack_panel_avx2(int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, fl
 }
 #endif
 
-void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
+/* The N x K matrix W into k-steps [k_off, k_off + K) of panels that are
+ * k_all k-steps long. */
+static void pack_into(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P,
+                      int k_all, int k_off)
 {
     int panels = (N + NR - 1) / NR, simd = 0;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     simd = pyrnn_simd_level() >= PYRNN_SIMD_AVX2;
 #endif
     for (int p = 0; p < panels; p++) {
+        float *dst = P + ((size_t)p * k_all + k_off) * NR;
         int k0 = 0;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         if (simd && (p + 1) * NR <= N)
-            k0 = pack_panel_avx2(K, W, rs, ks, P, p);
+            k0 = pack_panel_avx2(K, W, rs, ks, dst, p);
 #endif
-        pack_scalar(N, K, W, rs, ks, P, p, k0);
+        pack_scalar(N, K, W, rs, ks, dst, p, k0);
     }
 }
 
+void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P)
+{
+    pack_into(N, K, W, rs, ks, P, K, 0);
+}
+
+void pyrnn_pack_cat_f(int N, int K1, const float *W1, int ld1, int K2, const float *W2, int ld2,
+                      float *P)
+{
+    pack_into(N, K1, W1, ld1, 1, P, K1 + K2, 0);
+    pack_into(N, K2, W2, ld2, 1, P, K1 + K2, K1);
+}
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* Every kernel takes its rows of A in two segments (K1 columns of A1, then
+ * K2 of A2), summed in one chain as if they were one row [A1 | A2] of
+ * K1 + K2: the product with [x | h] needs no copy of the rows. */
+#define SEGMENTS(...)                                                           \
+    for (int seg = 0; seg < 2; seg++) {                                         \
+        const float *a = seg ? A2 : A1;                                         \
+        int lda = seg ? lda2 : lda1, K = seg ? K2 : K1;                         \
+        __VA_ARGS__                                                             \
+        p += (size_t)K * NR;                                                    \
+    }
+
+/* 4 rows x 16 columns; rows past `rows` re-read the first row (their
+ * results are not stored). */
 __attribute__((target("avx2,fma")))
-static void tile(int K, const float *a0, const float *a1, const float *a2, const float *a3,
+static void tile(int K1, const float *A1, int lda1, int K2, const float *A2, int lda2,
                  const float *p, float *c, int ldc, int rows, int cols, int acc)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
     __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    SEGMENTS(
+    const float *a0 = a;
+    const float *a1 = rows > 1 ? a + lda : a;
+    const float *a2 = rows > 2 ? a + 2 * (size_t)lda : a;
+    const float *a3 = rows > 3 ? a + 3 * (size_t)lda : a;
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(p + (size_t)k * NR);
         __m256 b1 = _mm256_loadu_ps(p + (size_t)k * NR + 8);
@@ -110,7 +143,7 @@ static void tile(int K, const float *a0, const float *a1, const float *a2, const
         c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
         x = _mm256_broadcast_ss(a3 + k);
         c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-    }
+    })
     if (!acc && rows == MR && cols == NR) {
         _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01);
         _mm256_storeu_ps(c + ldc, c10); _mm256_storeu_ps(c + ldc + 8, c11);
@@ -134,16 +167,18 @@ static void tile(int K, const float *a0, const float *a1, const float *a2, const
 /* 6 rows x 16 columns: 12 accumulators keep both FMA pipes busy through the
  * FMA latency (the 4-row tile's 8 cannot); the same per-element sums. */
 __attribute__((target("avx2,fma")))
-static void tile6(int K, const float *a0, int lda, const float *p, float *c, int ldc,
-                  int cols, int acc)
+static void tile6(int K1, const float *A1, int lda1, int K2, const float *A2, int lda2,
+                  const float *p, float *c, int ldc, int cols, int acc)
 {
-    const float *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
     __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    SEGMENTS(
+    const float *a0 = a, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda;
+    const float *a5 = a4 + lda;
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(p + (size_t)k * NR);
         __m256 b1 = _mm256_loadu_ps(p + (size_t)k * NR + 8);
@@ -159,7 +194,7 @@ static void tile6(int K, const float *a0, int lda, const float *p, float *c, int
         c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
         x = _mm256_broadcast_ss(a5 + k);
         c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-    }
+    })
     if (!acc && cols == NR) {
         _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01); c += ldc;
         _mm256_storeu_ps(c, c10); _mm256_storeu_ps(c + 8, c11); c += ldc;
@@ -187,12 +222,16 @@ static void tile6(int K, const float *a0, int lda, const float *p, float *c, int
  * Four k-steps in flight with their own accumulators hide the FMA latency;
  * they are summed in a fixed order at the end. */
 __attribute__((target("avx2,fma")))
-static void row1(int K, const float *a, const float *p, float *c, int cols, int acc)
+static void row1(int K1, const float *A1, int K2, const float *A2, const float *p, float *c,
+                 int cols, int acc)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
     __m256 u0 = _mm256_setzero_ps(), u1 = _mm256_setzero_ps();
     __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
+    int lda1 = 0, lda2 = 0;
+    SEGMENTS(
+    (void)lda;
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
@@ -213,7 +252,7 @@ static void row1(int K, const float *a, const float *p, float *c, int cols, int 
         __m256 x = _mm256_broadcast_ss(a + k);
         s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + (size_t)k * NR), s0);
         s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + (size_t)k * NR + 8), s1);
-    }
+    })
     s0 = _mm256_add_ps(_mm256_add_ps(s0, t0), _mm256_add_ps(u0, v0));
     s1 = _mm256_add_ps(_mm256_add_ps(s1, t1), _mm256_add_ps(u1, v1));
     float t[NR];
@@ -230,26 +269,29 @@ static void row1(int K, const float *a, const float *p, float *c, int cols, int 
  * the same FMAs in the same k order as the AVX2 tiles: the same bits.
  * cols1: valid columns of p1 (16 unless it is the last, partial panel). */
 __attribute__((target("avx512f")))
-static void tile8x32(int K, const float *a, int lda, const float *p0, const float *p1,
-                     float *c, int ldc, int cols1, int acc)
+static void tile8x32(int K1, const float *A1, int lda1, int K2, const float *A2, int lda2,
+                     const float *p0, const float *p1, float *c, int ldc, int cols1, int acc)
 {
-    const float *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-    const float *a4 = a3 + lda, *a5 = a4 + lda, *a6 = a5 + lda, *a7 = a6 + lda;
+    const float *p = p0;
+    ptrdiff_t d1 = p1 - p0;      /* p1 runs in step with p */
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     __m512 c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    SEGMENTS(
+    const float *r1 = a + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+    const float *r4 = r3 + lda, *r5 = r4 + lda, *r6 = r5 + lda, *r7 = r6 + lda;
     for (int k = 0; k < K; k++) {
-        __m512 b0 = _mm512_loadu_ps(p0 + (size_t)k * NR), b1 = _mm512_loadu_ps(p1 + (size_t)k * NR);
+        __m512 b0 = _mm512_loadu_ps(p + (size_t)k * NR), b1 = _mm512_loadu_ps(p + d1 + (size_t)k * NR);
         __m512 x;
         x = _mm512_set1_ps(a[k]);  c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
-        x = _mm512_set1_ps(a1[k]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
-        x = _mm512_set1_ps(a2[k]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
-        x = _mm512_set1_ps(a3[k]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
-        x = _mm512_set1_ps(a4[k]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
-        x = _mm512_set1_ps(a5[k]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
-        x = _mm512_set1_ps(a6[k]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61);
-        x = _mm512_set1_ps(a7[k]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71);
-    }
+        x = _mm512_set1_ps(r1[k]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+        x = _mm512_set1_ps(r2[k]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+        x = _mm512_set1_ps(r3[k]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+        x = _mm512_set1_ps(r4[k]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+        x = _mm512_set1_ps(r5[k]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+        x = _mm512_set1_ps(r6[k]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61);
+        x = _mm512_set1_ps(r7[k]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71);
+    })
     __m512 v[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                       {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
     if (!acc && cols1 == NR) {
@@ -274,11 +316,13 @@ static void tile8x32(int K, const float *a, int lda, const float *p0, const floa
 
 /* Rows [m_lo, m_hi) x panels [p_lo, p_hi) with the AVX2 tiles. */
 __attribute__((target("avx2,fma")))
-static void avx2_block(int m_lo, int m_hi, int p_lo, int p_hi, int N, int K, const float *A,
-                       int lda, const float *P, float *C, int ldc, int acc)
+static void avx2_block(int m_lo, int m_hi, int p_lo, int p_hi, int N, int K1, const float *A1,
+                       int lda1, int K2, const float *A2, int lda2, const float *P, float *C,
+                       int ldc, int acc)
 {
-    int M = m_hi - m_lo;
-    A += (size_t)m_lo * lda;
+    int M = m_hi - m_lo, K = K1 + K2;
+    A1 += (size_t)m_lo * lda1;
+    A2 += (size_t)m_lo * lda2;
     C += (size_t)m_lo * ldc;
     /* panel outer: its K x 16 weights stay in L1/L2 while every row block of
      * A (kept small enough by the caller to stay in L2) passes over it */
@@ -291,15 +335,12 @@ static void avx2_block(int m_lo, int m_hi, int p_lo, int p_hi, int N, int K, con
         int m6 = M / 6 * 6, m0 = 0;
         if (M > 6 && (M % 6 == 1 || M % 6 == 2)) m6 -= 6;
         for (; m0 < m6; m0 += 6)
-            tile6(K, A + (size_t)m0 * lda, lda, pp, C + (size_t)m0 * ldc + p * NR, ldc, cols, acc);
+            tile6(K1, A1 + (size_t)m0 * lda1, lda1, K2, A2 + (size_t)m0 * lda2, lda2, pp,
+                  C + (size_t)m0 * ldc + p * NR, ldc, cols, acc);
         for (; m0 < M; m0 += MR) {
             int rows = M - m0 < MR ? M - m0 : MR;
-            const float *a0 = A + (size_t)m0 * lda;
-            /* rows past the end re-read row 0; their results are not stored */
-            const float *a1 = rows > 1 ? a0 + lda : a0;
-            const float *a2 = rows > 2 ? a0 + 2 * (size_t)lda : a0;
-            const float *a3 = rows > 3 ? a0 + 3 * (size_t)lda : a0;
-            tile(K, a0, a1, a2, a3, pp, C + (size_t)m0 * ldc + p * NR, ldc, rows, cols, acc);
+            tile(K1, A1 + (size_t)m0 * lda1, lda1, K2, A2 + (size_t)m0 * lda2, lda2, pp,
+                 C + (size_t)m0 * ldc + p * NR, ldc, rows, cols, acc);
         }
     }
 }
@@ -308,9 +349,13 @@ static void avx2_block(int m_lo, int m_hi, int p_lo, int p_hi, int N, int K, con
  * the same sums per lane (same bits), fewer loads and instructions; 3-10%
  * faster when the panel comes from L2 (batch 1, H = 128). */
 __attribute__((target("avx512f")))
-static void row1_512(int K, const float *a, const float *p, float *c, int cols, int acc)
+static void row1_512(int K1, const float *A1, int K2, const float *A2, const float *p, float *c,
+                     int cols, int acc)
 {
     __m512 s = _mm512_setzero_ps(), t = s, u = s, v = s;
+    int lda1 = 0, lda2 = 0;
+    SEGMENTS(
+    (void)lda;
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
@@ -320,7 +365,7 @@ static void row1_512(int K, const float *a, const float *p, float *c, int cols, 
         v = _mm512_fmadd_ps(_mm512_set1_ps(a[k + 3]), _mm512_loadu_ps(q + 48), v);
     }
     for (; k < K; k++)
-        s = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(p + (size_t)k * NR), s);
+        s = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(p + (size_t)k * NR), s);)
     s = _mm512_add_ps(_mm512_add_ps(s, t), _mm512_add_ps(u, v));
     float r[NR];
     _mm512_storeu_ps(r, s);
@@ -328,16 +373,18 @@ static void row1_512(int K, const float *a, const float *p, float *c, int cols, 
     else memcpy(c, r, (size_t)cols * sizeof(float));
 }
 
-void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
-                         float *C, int ldc, int acc)
+void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                          const float *A2, int lda2, const float *P, float *C, int ldc, int acc)
 {
-    int panels = (N + NR - 1) / NR;
+    int panels = (N + NR - 1) / NR, K = K1 + K2;
+    if (K2 == 0)
+        A2 = A1;        /* never read; keeps the row arithmetic in bounds */
     if (M == 1) {
-        void (*r1)(int, const float *, const float *, float *, int, int) =
+        void (*r1)(int, const float *, int, const float *, const float *, float *, int, int) =
             pyrnn_simd_level() >= PYRNN_SIMD_AVX512 ? row1_512 : row1;
         for (int p = 0; p < panels; p++) {
             int cols = N - p * NR < NR ? N - p * NR : NR;
-            r1(K, A, P + (size_t)p * NR * K, C + p * NR, cols, acc);
+            r1(K1, A1, K2, A2, P + (size_t)p * NR * K, C + p * NR, cols, acc);
         }
         return;
     }
@@ -352,17 +399,24 @@ void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const flo
         int p = 2 * q, cols1 = N - (p + 1) * NR < NR ? N - (p + 1) * NR : NR;
         const float *p0 = P + (size_t)p * NR * K, *p1 = p0 + (size_t)NR * K;
         for (int m0 = 0; m0 < m8; m0 += 8)
-            tile8x32(K, A + (size_t)m0 * lda, lda, p0, p1, C + (size_t)m0 * ldc + p * NR, ldc,
-                     cols1, acc);
+            tile8x32(K1, A1 + (size_t)m0 * lda1, lda1, K2, A2 + (size_t)m0 * lda2, lda2, p0, p1,
+                     C + (size_t)m0 * ldc + p * NR, ldc, cols1, acc);
     }
     if (m8 > 0 && 2 * pairs < panels)
-        avx2_block(0, m8, 2 * pairs, panels, N, K, A, lda, P, C, ldc, acc);
-    avx2_block(m8, M, 0, panels, N, K, A, lda, P, C, ldc, acc);
+        avx2_block(0, m8, 2 * pairs, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc);
+    avx2_block(m8, M, 0, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc);
 }
 #else
+void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                          const float *A2, int lda2, const float *P, float *C, int ldc, int acc)
+{
+    (void)M; (void)N; (void)K1; (void)A1; (void)lda1; (void)K2; (void)A2; (void)lda2;
+    (void)P; (void)C; (void)ldc; (void)acc;
+}
+#endif
+
 void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
                          float *C, int ldc, int acc)
 {
-    (void)acc; (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)ldc;
+    pyrnn_gemm_packed2_f(M, N, K, A, lda, 0, A, lda, P, C, ldc, acc);
 }
-#endif

@@ -18,8 +18,16 @@ size_t pyrnn_packed_size(int N, int K);
 /* P <- panels of the N x K matrix whose (r, k) element is W[r*rs + k*ks]:
  * rs = K, ks = 1 for W itself, rs = 1, ks = N for the transpose of a K x N W. */
 void pyrnn_pack_f(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *P);
+/* P <- panels of [W1 | W2] (N x (K1 + K2)), W1 and W2 row-major N x K1 and
+ * N x K2 with row strides ld1 and ld2: the weights of a product with [x | h]. */
+void pyrnn_pack_cat_f(int N, int K1, const float *W1, int ld1, int K2, const float *W2, int ld2,
+                      float *P);
 /* C (M x N, row stride ldc) = A (M x K, row stride lda) @ W^T, W packed in P;
  * acc = 1 adds to C instead. Requires AVX2+FMA (pyrnn_simd_active()). */
 void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
                          float *C, int ldc, int acc);
+/* The same with A = [A1 | A2]: K1 columns of A1 (row stride lda1), then K2
+ * of A2 (lda2), summed as one row of K1 + K2; P packs K1 + K2 columns. */
+void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                          const float *A2, int lda2, const float *P, float *C, int ldc, int acc);
 #endif
