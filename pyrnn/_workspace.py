@@ -7,12 +7,20 @@ never leave pyrnn (projections, gate caches, backward temporaries) are taken
 from here and given back once the core is done with them; arrays handed to
 the user are always fresh.
 
+When the idle buffers would exceed _MAX_BYTES, the least recently returned
+ones are dropped first: a process that moves on to new shapes keeps the
+buffers of the shapes it is running now (dropping the new ones instead left a
+full pool of stale sizes, and every call of the new shape faulted its buffers
+in afresh: GRU 50:128:1024:1024 inference on 2 threads, 160-169 against
+178-179 GFLOP/s).
+
 Large allocations also all start at the same offset within a 4 KiB page, so
 row t of every array one step touches falls into the same L1 sets and they
 evict each other; each buffer here starts at its own multiple of 64 bytes.
 """
 import math
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -22,7 +30,8 @@ _MIN_BYTES = 256 * 2 ** 10       # smaller arrays come cheaply from malloc
 _PAGE = 4096
 
 _lock = threading.Lock()
-_free = {}                       # usable bytes -> [root uint8 buffers]
+_free = {}                       # usable bytes -> [root uint8 buffers], newest last
+_age = OrderedDict()             # id(root) -> root, least recently returned first
 _idle = [0]
 
 
@@ -37,6 +46,7 @@ def take(shape, dtype):
         lst = _free.get(n)
         if lst:
             root = lst.pop()
+            del _age[id(root)]
             _idle[0] -= n
     if root is None:
         root = np.empty(n + _PAGE, np.uint8)
@@ -58,8 +68,30 @@ def give(*arrays):
                 and root.nbytes >= _MIN_BYTES + _PAGE):
             continue
         n = root.nbytes - _PAGE
+        if n > _MAX_BYTES:
+            continue
         with _lock:
-            lst = _free.setdefault(n, [])
-            if len(lst) < _MAX_PER_SIZE and _idle[0] + n <= _MAX_BYTES:
-                lst.append(root)
-                _idle[0] += n
+            if id(root) in _age:
+                continue
+            lst = _free.get(n)
+            if lst and len(lst) >= _MAX_PER_SIZE:
+                _drop(lst[0])
+            while _idle[0] + n > _MAX_BYTES:
+                _drop(next(iter(_age.values())))
+            _free.setdefault(n, []).append(root)
+            _age[id(root)] = root
+            _idle[0] += n
+
+
+def _drop(root):
+    """Forget an idle buffer (under _lock)."""
+    n = root.nbytes - _PAGE
+    lst = _free[n]
+    for i, r in enumerate(lst):
+        if r is root:
+            del lst[i]
+            break
+    if not lst:
+        del _free[n]
+    del _age[id(root)]
+    _idle[0] -= n

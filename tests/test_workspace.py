@@ -1,0 +1,68 @@
+"""The pool of scratch buffers (pyrnn._workspace): reuse, and which buffers it
+keeps when full."""
+import numpy as np
+import pytest
+
+from pyrnn import _workspace as W
+
+MB = 2 ** 20
+
+
+@pytest.fixture
+def empty_pool(monkeypatch):
+    monkeypatch.setattr(W, "_free", {})
+    monkeypatch.setattr(W, "_age", W.OrderedDict())
+    monkeypatch.setattr(W, "_idle", [0])
+
+
+def _root(a):
+    while a.base is not None:
+        a = a.base
+    return a
+
+
+def test_reuse_same_size_and_alignment(empty_pool):
+    a = W.take((1000, 300), np.float32)
+    assert a.shape == (1000, 300) and a.flags.c_contiguous and a.ctypes.data % 64 == 0
+    r = _root(a)
+    W.give(a)
+    assert W._idle[0] == 1000 * 300 * 4
+    b = W.take((300, 1000), np.float32)        # same bytes: the same buffer
+    assert _root(b) is r and W._idle[0] == 0
+    c = W.take((1000, 301), np.float32)        # other size: a new one
+    assert _root(c) is not r
+    small = W.take((10,), np.float64)          # below _MIN_BYTES: plain numpy, never pooled
+    W.give(small, None)
+    assert W._idle[0] == 0
+
+
+def test_full_pool_drops_the_oldest_not_the_newest(empty_pool, monkeypatch):
+    """A pool filled by earlier shapes must still keep the buffers of the shape
+    running now (before, a full pool refused them, and every call faulted its
+    buffers in afresh)."""
+    monkeypatch.setattr(W, "_MAX_BYTES", 10 * MB)
+    stale = [W.take((19 * MB // 10 + k * 4096,), np.uint8) for k in range(5)]   # 9.5 MB
+    W.give(*stale)
+    assert W._idle[0] == sum(s.nbytes for s in stale)
+    now = W.take((3 * MB,), np.uint8)
+    W.give(now)
+    assert W._idle[0] <= 10 * MB
+    again = W.take((3 * MB,), np.uint8)
+    assert _root(again) is _root(now)
+    # the two oldest stale buffers made room; the newer ones stay
+    kept = [any(r is _root(s) for lst in W._free.values() for r in lst) for s in stale]
+    assert kept == [False, False, True, True, True]
+
+
+def test_per_size_limit_and_oversized(empty_pool, monkeypatch):
+    monkeypatch.setattr(W, "_MAX_BYTES", 64 * MB)
+    bufs = [W.take((MB,), np.uint8) for _ in range(W._MAX_PER_SIZE + 2)]
+    W.give(*bufs)
+    lst = W._free[MB]
+    assert len(lst) == W._MAX_PER_SIZE and lst[-1] is _root(bufs[-1])   # the newest kept
+    assert W._idle[0] == W._MAX_PER_SIZE * MB
+    W.give(bufs[-1])                                # given twice: kept once
+    assert W._idle[0] == W._MAX_PER_SIZE * MB
+    big = W.take((65 * MB,), np.uint8)              # larger than the whole pool
+    W.give(big)
+    assert W._idle[0] == W._MAX_PER_SIZE * MB and 65 * MB not in W._free
