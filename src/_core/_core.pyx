@@ -71,10 +71,12 @@ cdef enum:
     # many (step, sequence) rows, are mapped rather than malloc'ed (big_alloc)
     BIG_ALLOC_MIN = 1048576
     MAP_MIN_ROWS = 4096
-    # weight-gradient products with at most this many output rows / columns
-    # per thread use gemm_tn.h instead of BLAS (measured faster up to there)
-    TN_MAX_M = 256
-    TN_MAX_N = 128
+    # weight-gradient products with at most this many output columns and
+    # elements per thread use gemm_tn.h instead of BLAS (measured faster up
+    # to there: 1.1-1.3x at 1024 x 256; at 1024 x 512 faster alone but not
+    # with both cores busy; OpenBLAS from 2048 x 512)
+    TN_MAX_N = 512
+    TN_MAX_MN = 262144
     # batch-1 inference shares each step with the helper core (pair.h) when
     # W_hh is at least this big: below it the hand-offs cost more than they save
     PAIR1_MIN_BYTES = 131072
@@ -784,7 +786,7 @@ cdef inline void gemm_tn_acc(int m, int n, int k, const floating *a, int lda,
     gradients. Few output rows and columns: the in-place kernel (gemm_tn.h),
     which skips OpenBLAS's copies of both long operands; else BLAS."""
     if floating is float:
-        if pyrnn_simd_active() and m <= TN_MAX_M and n <= TN_MAX_N:
+        if pyrnn_simd_active() and n <= TN_MAX_N and <size_t> m * n <= TN_MAX_MN:
             pyrnn_gemm_tn_f(m, n, k, a, lda, b, ldb, c, ldc)
             return
     gemm(True, False, m, n, k, <floating> 1, a, lda, b, ldb, <floating> 1, c, ldc)
