@@ -277,11 +277,11 @@ def test_float64_on_two_threads_large_enough_to_split(mode, proj, restore_core):
 
 @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
 @pytest.mark.parametrize("I, H, T, B", [(16, 23, 13, 7), (37, 16, 70, 1), (5, 64, 9, 16),
-                                        (70, 100, 11, 13)])
+                                        (70, 100, 23, 13)])
 def test_weight_gradient_kernel_shapes(mode, proj, I, H, T, B, restore_core):
     """The weight gradients' kernel (gemm_tn.h) over full and masked 16- and
     32-column tiles, 8-row, 6-row and remainder tiles, and T*B rows that are
-    not a multiple of its 128-row copies (nor 64-row chunks); gate rows past
+    not a multiple of its 256-row copies (nor 64-row chunks); gate rows past
     one 128-row block of A's copy; 1 and 2 threads; float32 against float64."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((T, B, I))

@@ -114,15 +114,16 @@ static void tn_tile8x32(int kc, const float *a, int lda, const float *b, int ldb
 #undef ST2
 }
 
-/* The tiles run on copies of A and B, KP rows of both at a time (and MP
- * columns of A), with row strides padded off powers of two. In
+/* The tiles run on copies of A and B, KP rows of both at a time (MP columns
+ * of A, NP of B), with row strides padded off powers of two. In
  * place, the rows of A and B a tile reads lie a power of two apart (G*H and
  * I floats): they share a few L1 sets and evict each other (72 GFLOP/s at
  * M = 512, N = 256, lda = 1024). Row copies are plain memcpy. The tiles do
  * the same FMAs in the same order: the same bits. False when the copies
  * cannot be allocated. */
-#define KP 128
+#define KP 256
 #define MP 128
+#define NP 512
 #define TN_COPY_MIN 65536
 
 static void *aligned_block(size_t n, void **raw)
@@ -143,7 +144,7 @@ static int tn_packed(int M, int N, int K, const float *A, int lda, const float *
                      float *C, int ldc)
 {
     int wide = pyrnn_simd_level() >= PYRNN_SIMD_AVX512;
-    int mp = padded(M < MP ? M : MP), np = padded(N);
+    int mp = padded(M < MP ? M : MP), np = padded(N < NP ? N : NP);
     void *ra, *rb;
     float *Ap = aligned_block((size_t)KP * mp * sizeof(float), &ra);
     float *Bp = aligned_block((size_t)KP * np * sizeof(float), &rb);
@@ -152,24 +153,28 @@ static int tn_packed(int M, int N, int K, const float *A, int lda, const float *
         free(rb);
         return 0;
     }
-    for (int k0 = 0; k0 < K; k0 += KP) {
-        int kc = K - k0 < KP ? K - k0 : KP;
-        for (int k = 0; k < kc; k++)
-            memcpy(Bp + (size_t)k * np, B + (size_t)(k0 + k) * ldb, (size_t)N * sizeof(float));
-        for (int mb = 0; mb < M; mb += MP) {
-            int mc = M - mb < MP ? M - mb : MP, m8 = wide ? mc / 8 * 8 : 0;
-            float *Cb = C + (size_t)mb * ldc;
+    for (int nb = 0; nb < N; nb += NP) {
+        int nc = N - nb < NP ? N - nb : NP;
+        for (int k0 = 0; k0 < K; k0 += KP) {
+            int kc = K - k0 < KP ? K - k0 : KP;
             for (int k = 0; k < kc; k++)
-                memcpy(Ap + (size_t)k * mp, A + (size_t)(k0 + k) * lda + mb,
-                       (size_t)mc * sizeof(float));
-            for (int n0 = 0; n0 < N; n0 += 32)
-                for (int m0 = 0; m0 < m8; m0 += 8)
-                    tn_tile8x32(kc, Ap + m0, mp, Bp + n0, np, Cb + (size_t)m0 * ldc + n0, ldc,
-                                N - n0 < 32 ? N - n0 : 32);
-            if (m8 < mc)
-                for (int n0 = 0; n0 < N; n0 += 16)
-                    tn_block(mc - m8, kc, Ap + m8, mp, Bp + n0, np, Cb + (size_t)m8 * ldc + n0,
-                             ldc, N - n0 < 16 ? N - n0 : 16);
+                memcpy(Bp + (size_t)k * np, B + (size_t)(k0 + k) * ldb + nb,
+                       (size_t)nc * sizeof(float));
+            for (int mb = 0; mb < M; mb += MP) {
+                int mc = M - mb < MP ? M - mb : MP, m8 = wide ? mc / 8 * 8 : 0;
+                float *Cb = C + (size_t)mb * ldc + nb;
+                for (int k = 0; k < kc; k++)
+                    memcpy(Ap + (size_t)k * mp, A + (size_t)(k0 + k) * lda + mb,
+                           (size_t)mc * sizeof(float));
+                for (int n0 = 0; n0 < nc; n0 += 32)
+                    for (int m0 = 0; m0 < m8; m0 += 8)
+                        tn_tile8x32(kc, Ap + m0, mp, Bp + n0, np, Cb + (size_t)m0 * ldc + n0,
+                                    ldc, nc - n0 < 32 ? nc - n0 : 32);
+                if (m8 < mc)
+                    for (int n0 = 0; n0 < nc; n0 += 16)
+                        tn_block(mc - m8, kc, Ap + m8, mp, Bp + n0, np,
+                                 Cb + (size_t)m8 * ldc + n0, ldc, nc - n0 < 16 ? nc - n0 : 16);
+            }
         }
     }
     free(ra);

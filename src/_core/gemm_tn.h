@@ -10,7 +10,7 @@
  * AVX2 tiles of 6 x 16, and 8 x 32 at the AVX-512 level (11-15% faster, the
  * same bits). The AVX2 kernel measured 1.2-1.5x OpenBLAS for M <= 256,
  * N <= 64-128 (K = 3200). From M * N = 65536 on, the tiles read copies of
- * 128-row blocks of A and B whose row strides are not powers of two (in
+ * 256-row blocks of A and B whose row strides are not powers of two (in
  * place, the rows one tile reads evict each other from L1): 72 -> 80-84
  * GFLOP/s at M = 512-2048, N = 256 on Zen 4, against OpenBLAS's 60-70. The
  * caller keeps OpenBLAS past 1024 x 256 per thread.
