@@ -418,12 +418,13 @@ cdef void cat_begin(Seq *s) noexcept nogil:
     s.xg = <float *> line_alloc(<size_t> s.B * GH * sizeof(float))
     if s.xg == NULL:
         return
-    s.Wpk = <float *> big_alloc(n * sizeof(float), s.Wpk_mapped)
+    cdef bint mapped = n * sizeof(float) >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
+    s.Wpk = <float *> big_alloc(n * sizeof(float), mapped)
     if s.Wpk == NULL:
         line_free(s.xg)
         s.xg = NULL
         return
-    s.Wpk_bytes = n * sizeof(float)
+    s.Wpk_bytes, s.Wpk_mapped = n * sizeof(float), mapped
     if s.kind == K_GRU:
         pyrnn_pack_cat_f(2 * H, I, Wih, I, P, Whh, P, s.Wpk)
         pyrnn_pack_f(H, I, Wih + <size_t> 2 * H * I, I, 1, s.Wpk + s.sec2)
