@@ -303,6 +303,18 @@ def test_weight_gradient_kernel_shapes(mode, proj, I, H, T, B, restore_core):
             assert err <= (1e-12 if key[0] == np.float64 else 2e-5), (key, k, err)
 
 
+def _two_layer_bi(mode, proj, I, H, params, x, lengths, dtype):
+    """A 2-layer bidirectional layer of `params`: training forward, backward
+    and inference over x; every output and gradient as float64."""
+    layer = make_layer(mode, I, H, 2, True, proj, dtype=dtype)
+    layer.load_state_dict(params)
+    y, hn, backward = layer.forward_train(x, lengths=lengths)
+    dx, _ = backward(np.cos(np.arange(y.size)).reshape(y.shape))
+    y_inf, _ = layer(x, lengths=lengths)
+    out = {"y": y, "dx": dx, "y_inf": y_inf, **layer.grads}
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
 @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
 @pytest.mark.parametrize("I, H, T, B", [(37, 23, 13, 7), (5, 16, 70, 1), (600, 48, 4, 2),
                                         (19, 64, 9, 16)])
@@ -318,13 +330,7 @@ def test_input_projection_packed_and_blas(mode, proj, I, H, T, B, restore_core):
     params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=6)
 
     def run(dtype):
-        layer = make_layer(mode, I, H, 2, True, proj, dtype=dtype)
-        layer.load_state_dict(params)
-        y, hn, backward = layer.forward_train(x, lengths=lengths)
-        dx, _ = backward(np.cos(np.arange(y.size)).reshape(y.shape))
-        y_inf, _ = layer(x, lengths=lengths)
-        out = {"y": y, "dx": dx, "y_inf": y_inf, **layer.grads}
-        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+        return _two_layer_bi(mode, proj, I, H, params, x, lengths, dtype)
 
     want = run(np.float64)
     old = _core._set_proj_packed_rows(0)
@@ -361,14 +367,9 @@ def test_step_product_with_x_and_h_together(mode, proj, I, H, T, B, restore_core
     params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=7)
 
     def run(dtype):
-        layer = make_layer(mode, I, H, 2, True, proj, dtype=dtype)
-        layer.load_state_dict(params)
-        y, hn, backward = layer.forward_train(x, lengths=lengths)
-        dx, _ = backward(np.cos(np.arange(y.size)).reshape(y.shape))
-        y_inf, _ = layer(x, lengths=lengths)
-        np.testing.assert_array_equal(y, y_inf)
-        out = {"y": y, "dx": dx, **layer.grads}
-        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+        out = _two_layer_bi(mode, proj, I, H, params, x, lengths, dtype)
+        np.testing.assert_array_equal(out["y"], out["y_inf"])
+        return out
 
     want = run(np.float64)
     old = _core._set_cat_max_k(0)
