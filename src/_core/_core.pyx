@@ -784,8 +784,9 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
 cdef inline void gemm_tn_acc(int m, int n, int k, const floating *a, int lda,
                              const floating *b, int ldb, floating *c, int ldc) noexcept nogil:
     """C (m, n) += A^T B over the long k axis (all T*B rows): the weight
-    gradients. Few output rows and columns: the in-place kernel (gemm_tn.h),
-    which skips OpenBLAS's copies of both long operands; else BLAS."""
+    gradients. Few output rows and columns: the kernel of gemm_tn.h, in place
+    or on padded copies of 256-row blocks, instead of OpenBLAS's copies of
+    both whole long operands; else BLAS."""
     if floating is float:
         if pyrnn_simd_active() and n <= TN_MAX_N and <size_t> m * n <= TN_MAX_MN:
             pyrnn_gemm_tn_f(m, n, k, a, lda, b, ldb, c, ldc)
