@@ -10,7 +10,7 @@ import threading
 import numpy as np
 
 from . import _core, _workspace
-from ._workspace import take
+from ._workspace import lend, take
 from ._threads import get_num_threads, limit_blas_threads
 from .nn import Module, as_float_array, check_dtype, once
 
@@ -400,7 +400,7 @@ class _RNNBase(Module):
                 cn[...] = c0
             return np.zeros((T, B, D * P), self.dtype), hn, cn, caches, masks
         for layer in range(L):
-            y = np.empty((T, B, D * P), self.dtype)
+            y = lend((T, B, D * P), self.dtype)
             layer_caches = []
             for d in range(D):
                 i = layer * D + d
@@ -492,7 +492,7 @@ class _RNNBase(Module):
         d_out = dy
         for layer in range(L - 1, -1, -1):
             in_k = self.input_size if layer == 0 else D * P
-            dX = np.empty((T, B, in_k), self.dtype)
+            dX = lend((T, B, in_k), self.dtype)
             for d in range(D):
                 i = layer * D + d
                 direction_backward(self.mode, caches[layer][d], d_out[:, :, d * P:],

@@ -13,6 +13,8 @@ def empty_pool(monkeypatch):
     monkeypatch.setattr(W, "_free", {})
     monkeypatch.setattr(W, "_age", W.OrderedDict())
     monkeypatch.setattr(W, "_idle", [0])
+    monkeypatch.setattr(W, "_returned", W.deque())
+    monkeypatch.setattr(W, "_lent", set())
 
 
 def _root(a):
@@ -66,3 +68,56 @@ def test_per_size_limit_and_oversized(empty_pool, monkeypatch):
     big = W.take((65 * MB,), np.uint8)              # larger than the whole pool
     W.give(big)
     assert W._idle[0] == W._MAX_PER_SIZE * MB and 65 * MB not in W._free
+
+
+def test_lent_array_comes_back_when_dropped(empty_pool):
+    a = W.lend((1000, 300), np.float32)
+    assert a.shape == (1000, 300) and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0 and not a.flags.owndata
+    r = a.base.root
+    W.give(a)                                  # ignored: it is the caller's
+    assert W._idle[0] == 0
+    del a
+    b = W.take((300, 1000), np.float32)        # back in the pool: taken again
+    assert _root(b) is r
+    small = W.lend((10,), np.float64)          # below _MIN_BYTES: plain numpy
+    assert small.flags.owndata
+
+
+def test_a_view_keeps_the_lent_buffer(empty_pool):
+    a = W.lend((1000, 300), np.float32)
+    a[...] = 7.0
+    r = a.base.root
+    v = a[10:]
+    del a
+    b = W.take((1000, 300), np.float32)        # the view still holds it: a new one
+    assert _root(b) is not r
+    b[...] = -1.0
+    assert np.all(v == 7.0)
+    del v
+    c = W.take((1000, 300), np.float32)
+    assert _root(c) is r
+
+
+def test_layer_outputs_reuse_dropped_buffers_and_never_held_ones():
+    import pyrnn
+    rng = np.random.default_rng(0)
+    layer = pyrnn.GRU(128, 256, seed=0)
+    x1, x2 = (rng.standard_normal((50, 16, 128)).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal((50, 16, 256)).astype(np.float32)
+    y1 = layer(x1)[0]
+    assert y1.nbytes >= W._MIN_BYTES and not y1.flags.owndata
+    keep, addr = y1.copy(), y1.ctypes.data
+    y2 = layer(x2)[0]                          # y1 is held: other memory, y1 intact
+    assert y2.ctypes.data != addr and np.array_equal(y1, keep)
+    del y1
+    y3 = layer(x1)[0]                          # dropped: its buffer serves again
+    assert y3.ctypes.data == addr and np.array_equal(y3, keep)
+    # training: dx is lent too, and one held across later steps stays intact
+    _, _, backward = layer.forward_train(x1)
+    dx1 = backward(dy)[0]
+    dkeep = dx1.copy()
+    for _ in range(2):
+        _, _, backward = layer.forward_train(x2)
+        backward(dy)
+    assert not dx1.flags.owndata and np.array_equal(dx1, dkeep)
