@@ -67,8 +67,10 @@ cdef enum:
     # than BLAS at B = 128 (which repacks all of W_hh every step). Past 8 MB of
     # h, BLAS and its cache blocking take over.
     PACKED_MAX_A = 2097152
-    # packed copies of at least this many bytes, in calls of at least this
-    # many (step, sequence) rows, are mapped rather than malloc'ed (big_alloc)
+    # packed copies of at least this many bytes, in training calls of at
+    # least this many (step, sequence) rows, are mapped rather than malloc'ed
+    # (big_alloc); in inference a mapping only cost page faults (1024 a call
+    # at RNN 50:128:1024:1024)
     BIG_ALLOC_MIN = 1048576
     MAP_MIN_ROWS = 4096
     # weight-gradient products with at most this many output columns and
@@ -197,7 +199,7 @@ cdef void *big_alloc(size_t n, bint mapped) noexcept nogil:
     heap (glibc raises its mmap threshold after the first big free) a copy
     stayed resident after the call and added to the peak memory of the later,
     larger phases of a training step; but a mapping faults its pages in again
-    on every call, so it is only worth it for calls with many rows."""
+    on every call, so it is only worth it for training calls with many rows."""
     cdef void *p
     if not mapped:
         return line_alloc(n)
@@ -248,8 +250,9 @@ cdef void plan_pack(Seq *s, bint transposed) noexcept nogil:
             or <size_t> s.B * K > PACKED_MAX_A):
         return
     s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
-    # many rows: the page faults of a fresh mapping cost under 1% of the call
-    s.Wpk_mapped = s.Wpk_bytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
+    # many rows of a training step: the page faults of a fresh mapping cost
+    # under 1% of the call
+    s.Wpk_mapped = s.Wpk_bytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS and s.train
     s.Wpk_t = transposed
 
 
@@ -418,7 +421,8 @@ cdef void cat_begin(Seq *s) noexcept nogil:
     s.xg = <float *> line_alloc(<size_t> s.B * GH * sizeof(float))
     if s.xg == NULL:
         return
-    cdef bint mapped = n * sizeof(float) >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
+    cdef bint mapped = (n * sizeof(float) >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
+                        and s.train)
     s.Wpk = <float *> big_alloc(n * sizeof(float), mapped)
     if s.Wpk == NULL:
         line_free(s.xg)
