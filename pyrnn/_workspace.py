@@ -121,7 +121,7 @@ def give(*arrays):
     """Return arrays obtained from take(); None entries are ignored (and lent
     arrays: their buffer comes back by itself)."""
     for a in arrays:
-        if a is None:
+        if a is None or a.nbytes < _MIN_BYTES:     # never from the pool
             continue
         root = a
         while isinstance(root, np.ndarray) and root.base is not None:

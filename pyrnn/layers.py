@@ -309,9 +309,13 @@ class _RNNBase(Module):
     def _weights(self, layer, d, arrays=None):
         """The arrays of one layer and direction (params, or grads) under the
         driver's names Wih, Whh, Whr, b_ih, b_hh (absent ones are None)."""
-        s = f"l{layer}" + ("_reverse" if d else "")
+        names = self.__dict__.get("_slot_names")
+        if names is None:       # the parameter names, made once: a call's µs count
+            names = self._slot_names = {
+                (k, e): [(slot, f"{name}l{k}" + ("_reverse" if e else "")) for slot, name in _SLOTS]
+                for k in range(self.num_layers) for e in range(self.num_directions)}
         a = self.params if arrays is None else arrays
-        return {slot: a.get(name + s) for slot, name in _SLOTS}
+        return {slot: a.get(name) for slot, name in names[layer, d]}
 
     # -- input handling ----------------------------------------------------
     def _state_shapes(self, B):
