@@ -109,7 +109,9 @@ def direction_backward(mode, cache, dY, dhn, dcn, dX, dh0, dc0, g, accumulate_dx
     a = dict(c)
     a.update(dY=dY, dhn=dhn, dcn=dcn, dX=dX, dh0=dh0, dc0=dc0,
              dGX=take((T * B, G * H), dt),
-             dGH=take((T * B, H), dt) if mode == "GRU" else None,
+             # GRU: dn*r of step t goes into X2's row t (W_hn h + b_hn), which
+             # that step has just read and nothing reads after it
+             dGH=c["X2"] if mode == "GRU" else None,
              dgs=take((B, G * H), dt) if mode == "GRU" else None,
              dHT=take((T * B, P), dt) if c["Whr"] is not None else None,
              dWih=g["Wih"], dWhh=g["Whh"], dWhr=g.get("Whr"),

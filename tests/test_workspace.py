@@ -121,3 +121,31 @@ def test_layer_outputs_reuse_dropped_buffers_and_never_held_ones():
         _, _, backward = layer.forward_train(x2)
         backward(dy)
     assert not dx1.flags.owndata and np.array_equal(dx1, dkeep)
+
+
+def test_gru_backward_keeps_dn_r_in_the_rows_it_has_read(monkeypatch):
+    """GRU's backward writes dn*r of step t into X2's row t (W_hn h + b_hn,
+    read by that step only) instead of a (T*B, H) buffer of its own; the
+    gradients are those of the float64 run."""
+    import pyrnn
+    from pyrnn import layers as LY
+    T, B, I, H = 20, 8, 16, 64
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((T, B, I))
+    dy = rng.standard_normal((T, B, H))
+    asked = []
+    real = LY.take
+    monkeypatch.setattr(LY, "take", lambda shape, dt: asked.append(tuple(shape)) or real(shape, dt))
+    grads = {}
+    for dt in (np.float32, np.float64):
+        layer = pyrnn.GRU(I, H, dtype=dt, seed=1)
+        _, _, backward = layer.forward_train(x.astype(dt))
+        asked.clear()
+        dx = backward(dy.astype(dt))[0]
+        assert (T * B, H) not in asked
+        grads[dt] = (dx, {k: g.copy() for k, g in layer.grads.items()})
+    dx32, g32 = grads[np.float32]
+    dx64, g64 = grads[np.float64]
+    assert np.abs(dx32 - dx64).max() <= 1e-5 * np.abs(dx64).max()
+    for k in g64:
+        assert np.abs(g32[k] - g64[k]).max() <= 1e-5 * np.abs(g64[k]).max(), k

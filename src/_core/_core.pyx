@@ -146,7 +146,8 @@ cdef struct Seq:
     void *dh0
     void *dc0
     void *dGX
-    void *dGH      # GRU: the n block of the recurrent gate grads, dn*r (T*B, H)
+    void *dGH      # GRU: the n block of the recurrent gate grads, dn*r (T*B, H);
+                   # may be X2's buffer: step t writes its rows after reading X2's
     void *dgs      # GRU: one step's recurrent gate grads [dr, dz, dn*r] (B, G*H)
     void *dHT
     void *dWih
