@@ -6,9 +6,10 @@ page of them faults and is zeroed by the kernel on first touch (measured: a
 never leave pyrnn (projections, gate caches, backward temporaries) are taken
 from here and given back once the core is done with them. Arrays handed to
 the caller (outputs, dx) are lent: their buffer comes back to the pool by
-itself once the caller has dropped every view of it (lend). Fresh, a 26 MB
-output took 10 ms of page faults in each 270-380 ms call of RNN
-50:128:1024:1024 inference on this VM.
+itself once the caller has dropped every view of it (lend). Fresh, they
+faulted their pages in again: a second training step of RNN
+50:128:1024:1024 took 3068 page faults and 29 ms of system time, lent 2048
+and 9 ms.
 
 When the idle buffers would exceed _MAX_BYTES, the least recently returned
 ones are dropped first: a process that moves on to new shapes keeps the
@@ -100,11 +101,13 @@ def _root(n, lent):
     with _lock:
         lst = _free.get(n)
         if lst:
-            kinds = [id(r) in _lent for r in lst]
-            if lent in kinds:
-                root = lst.pop(len(kinds) - 1 - kinds[::-1].index(lent))
-            elif not lent:
-                root = lst.pop()
+            for i in range(len(lst) - 1, -1, -1):      # newest of the wanted kind
+                if (id(lst[i]) in _lent) == lent:
+                    root = lst.pop(i)
+                    break
+            else:
+                if not lent:
+                    root = lst.pop()
         if root is not None:
             del _age[id(root)]
             _idle[0] -= n

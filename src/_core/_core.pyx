@@ -208,6 +208,13 @@ cdef void *big_alloc(size_t n, bint mapped) noexcept nogil:
     return NULL if p == MAP_FAILED else p
 
 
+cdef inline bint map_copy(Seq *s, size_t nbytes) noexcept nogil:
+    """Whether this call's packed copy of nbytes is mapped (big_alloc): big
+    copies in training calls of many rows, where the page faults of a fresh
+    mapping cost under 1% of the call."""
+    return nbytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS and s.train
+
+
 cdef void big_free(void *p, size_t n, bint mapped) noexcept nogil:
     if p == NULL:
         return
@@ -251,9 +258,7 @@ cdef void plan_pack(Seq *s, bint transposed) noexcept nogil:
             or <size_t> s.B * K > PACKED_MAX_A):
         return
     s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
-    # many rows of a training step: the page faults of a fresh mapping cost
-    # under 1% of the call
-    s.Wpk_mapped = s.Wpk_bytes >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS and s.train
+    s.Wpk_mapped = map_copy(s, s.Wpk_bytes)
     s.Wpk_t = transposed
 
 
@@ -422,8 +427,7 @@ cdef void cat_begin(Seq *s) noexcept nogil:
     s.xg = <float *> line_alloc(<size_t> s.B * GH * sizeof(float))
     if s.xg == NULL:
         return
-    cdef bint mapped = (n * sizeof(float) >= BIG_ALLOC_MIN and s.T * s.B >= MAP_MIN_ROWS
-                        and s.train)
+    cdef bint mapped = map_copy(s, n * sizeof(float))
     s.Wpk = <float *> big_alloc(n * sizeof(float), mapped)
     if s.Wpk == NULL:
         line_free(s.xg)
