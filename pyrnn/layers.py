@@ -268,12 +268,13 @@ class _RNNBase(Module):
 
     def _packed_cat(self, w):
         """The weights in the packed-panel layout of src/_core/packed.h, for a
-        stream step's single pass over them (float32 but GRU reset_after=False):
-        [W_ih | W_hh] for RNN/LSTM/MinimalGRU; for GRU [W_ir,z | W_hr,z], then
-        W_in from offset sec2, then W_hn from sec3 (r multiplies W_hn h only)."""
-        if self.dtype != np.float32 or self.mode == "GRU_RB":
+        stream step's single pass over them (float32): [W_ih | W_hh] for
+        RNN/LSTM/MinimalGRU; for both GRUs [W_ir,z | W_hr,z], then W_in from
+        offset sec2, then W_hn from sec3 (r multiplies W_hn h, or with
+        reset_after=False multiplies h before it)."""
+        if self.dtype != np.float32:
             return {"Wcat": None}
-        if self.mode != "GRU":
+        if self.mode not in ("GRU", "GRU_RB"):
             return {"Wcat": _on_line(_panels(np.concatenate([w["Wih"], w["Whh"]], axis=1)))}
         H = self.hidden_size
         parts = [_panels(np.concatenate([w["Wih"][:2 * H], w["Whh"][:2 * H]], axis=1)),

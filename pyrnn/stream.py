@@ -30,10 +30,11 @@ __all__ = ["Stream"]
 PAIR_MIN_BYTES = int(os.environ.get("PYRNN_PAIR_MIN_BYTES", 1 << 17))
 
 
-def _pairs(B, H, proj, Wcat):
+def _pairs(mode, B, H, proj, Wcat):
     """Whether a layer's step may be shared with the helper core: batch 1, the
-    packed pass (float32), whole 16-unit panels, and enough weights to pay."""
-    return (B == 1 and not proj and Wcat is not None and H % 16 == 0
+    packed pass (float32), whole 16-unit panels, and enough weights to pay.
+    Not GRU reset_after=False: its second product needs all of r*h first."""
+    return (B == 1 and not proj and Wcat is not None and H % 16 == 0 and mode != "GRU_RB"
             and Wcat.nbytes >= PAIR_MIN_BYTES)
 
 
@@ -70,7 +71,7 @@ class Stream:
                 hn=np.empty((B, P), dt), cn=np.empty((B, H), dt) if self._lstm else None,
                 y=np.empty((B, P), dt),
                 zero=np.zeros((B, G * H), dt),
-                pair=_pairs(B, H, layer.proj_size, spec["Wcat"]))
+                pair=_pairs(mode, B, H, layer.proj_size, spec["Wcat"]))
             specs.append(spec)
         self._core = _core.StreamCore(B, dt == np.float64, specs)
         self._paired = [d["pair"] for d in specs]   # per layer, for tests

@@ -224,20 +224,32 @@ cdef void big_free(void *p, size_t n, bint mapped) noexcept nogil:
         line_free(p)
 
 
-cdef void pack_part(Seq *s, int k, int n) noexcept nogil:
-    """Part k of n of the packing of s.Wpk: whole 16-row panels."""
-    cdef int GH = s.G * s.H
-    cdef int N = s.P if s.Wpk_t else GH
-    cdef int K = GH if s.Wpk_t else s.P
+cdef void pack_section(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *dst,
+                       int k, int n) noexcept nogil:
+    """Part k of n (whole 16-row panels) of pyrnn_pack_f(N, K, W, rs, ks, dst)."""
     cdef int panels = (N + 15) // 16
     cdef int r0 = 16 * split(panels, k, n), r1 = min(N, 16 * split(panels, k + 1, n))
-    if r1 <= r0:
-        return
-    if s.Wpk_t:
-        pyrnn_pack_f(r1 - r0, K, <float *> s.Whh + r0, 1, s.P, s.Wpk + <size_t> r0 * K)
+    if r1 > r0:
+        pyrnn_pack_f(r1 - r0, K, W + r0 * rs, rs, ks, dst + <size_t> r0 * K)
+
+
+cdef void pack_part(Seq *s, int k, int n) noexcept nogil:
+    """Part k of n of the packing of s.Wpk. GRU-RB: its r,z rows and its n
+    rows (which multiply r*h, a product of their own) as two matrices, the n
+    one at s.sec3; backward, their transposes."""
+    cdef int GH = s.G * s.H, H = s.H
+    cdef const float *W = <float *> s.Whh
+    if s.kind == K_GRU_RB:
+        if s.Wpk_t:
+            pack_section(H, 2 * H, W, 1, H, s.Wpk, k, n)
+            pack_section(H, H, W + <size_t> 2 * H * H, 1, H, s.Wpk + s.sec3, k, n)
+        else:
+            pack_section(2 * H, H, W, H, 1, s.Wpk, k, n)
+            pack_section(H, H, W + <size_t> 2 * H * H, H, 1, s.Wpk + s.sec3, k, n)
+    elif s.Wpk_t:
+        pack_section(s.P, GH, W, 1, s.P, s.Wpk, k, n)
     else:
-        pyrnn_pack_f(r1 - r0, K, <float *> s.Whh + <size_t> r0 * s.P, s.P, 1,
-                     s.Wpk + <size_t> r0 * K)
+        pack_section(GH, s.P, W, s.P, 1, s.Wpk, k, n)
 
 
 cdef void pack_chunk(void *arg, int chunk) noexcept nogil:
@@ -254,10 +266,13 @@ cdef void plan_pack(Seq *s, bint transposed) noexcept nogil:
     s.Wpk = NULL
     s.Wpk_bytes = 0
     s.pair = 0
-    if (s.T < 8 or s.kind == K_GRU_RB or not pyrnn_simd_active()
-            or <size_t> s.B * K > PACKED_MAX_A):
+    if s.T < 8 or not pyrnn_simd_active() or <size_t> s.B * K > PACKED_MAX_A:
         return
-    s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
+    if s.kind == K_GRU_RB:
+        s.sec3 = pyrnn_packed_size(s.H, 2 * s.H) if transposed else pyrnn_packed_size(2 * s.H, s.H)
+        s.Wpk_bytes = (s.sec3 + pyrnn_packed_size(s.H, s.H)) * sizeof(float)
+    else:
+        s.Wpk_bytes = pyrnn_packed_size(N, K) * sizeof(float)
     s.Wpk_mapped = map_copy(s, s.Wpk_bytes)
     s.Wpk_t = transposed
 
@@ -371,7 +386,7 @@ cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
     """Whether this call's batch-1 steps may be shared with the helper core:
     W_hh to be packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights."""
     return (s.Wpk_bytes > 0 and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
-            and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
+            and s.kind != K_GRU_RB and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
 
 
 cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, size_t sec2,
@@ -381,9 +396,10 @@ cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, 
     x and h, strides ldx and ldh) in one pass over the packed [W_ih | W_hh]
     (W): all columns at once, or gate by gate for a slice. GRU: r, z from
     [x | h] into gx, the n gate's x part into gx and its h part into gh (r
-    multiplies only that)."""
+    multiplies only that); GRU-RB the same without that h part (r*h is not
+    known yet)."""
     cdef int K = I + P, GH = G * H, g, n = u1 - u0
-    if kind == K_GRU:
+    if kind == K_GRU or kind == K_GRU_RB:
         if u0 == 0 and u1 == H:
             pyrnn_gemm_packed2_f(B, 2 * H, I, x, ldx, P, h, ldh, W, gx, GH, 0)
         else:
@@ -391,7 +407,9 @@ cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, 
                 pyrnn_gemm_packed2_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
                                      gx + g * H + u0, GH, 0)
         pyrnn_gemm_packed_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0, GH, 0)
-        pyrnn_gemm_packed_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0, GH, 0)
+        if kind == K_GRU:
+            pyrnn_gemm_packed_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
+                                GH, 0)
     elif u0 == 0 and u1 == H:
         pyrnn_gemm_packed2_f(B, GH, I, x, ldx, P, h, ldh, W, gx, GH, 0)
     else:
@@ -417,7 +435,7 @@ cdef void cat_begin(Seq *s) noexcept nogil:
     cdef size_t n
     cdef const float *Wih = <float *> s.Wih
     cdef const float *Whh = <float *> s.Whh
-    if s.kind == K_GRU:
+    if s.kind == K_GRU or s.kind == K_GRU_RB:
         s.sec2 = pyrnn_packed_size(2 * H, K)
         s.sec3 = s.sec2 + pyrnn_packed_size(H, I)
         n = s.sec3 + pyrnn_packed_size(H, H)
@@ -434,7 +452,7 @@ cdef void cat_begin(Seq *s) noexcept nogil:
         s.xg = NULL
         return
     s.Wpk_bytes, s.Wpk_mapped = n * sizeof(float), mapped
-    if s.kind == K_GRU:
+    if s.kind == K_GRU or s.kind == K_GRU_RB:
         pyrnn_pack_cat_f(2 * H, I, Wih, I, P, Whh, P, s.Wpk)
         pyrnn_pack_f(H, I, Wih + <size_t> 2 * H * I, I, 1, s.Wpk + s.sec2)
         pyrnn_pack_f(H, H, Whh + <size_t> 2 * H * H, H, 1, s.Wpk + s.sec3)
@@ -451,6 +469,26 @@ cdef inline void cat_rows(Seq *s, int t, int b0, int nb, const float *hp) noexce
     cat_gemm(s.kind, nb, s.Ni, s.P, s.H, s.G, s.Wpk, s.sec2, s.sec3,
              <float *> s.X + (<size_t> t * s.B + b0) * s.Ni, s.Ni, hp, s.P,
              s.xg + <size_t> b0 * GH, <float *> s.GH + <size_t> b0 * GH, 0, s.H)
+
+
+cdef inline void grb_fwd_products(Seq *s, int nb, const int64_t *ln, int t, const floating *gx,
+                                  floating *gh, floating *ghn, const floating *hp,
+                                  floating *At, floating *X2t) noexcept nogil:
+    """GRU-RB's step up to its n gate: the r,z products (unless [x | h] made
+    them, s.cat), r and z, r*h into X2t, then ghn = (r*h) @ W_hn^T."""
+    cdef int H = s.H
+    cdef const floating *Whh = <floating *> s.Whh
+    if floating is float:
+        if s.Wpk != NULL:
+            if not s.cat:
+                pyrnn_gemm_packed_f(nb, 2 * H, H, hp, H, s.Wpk, gh, 2 * H, 0)
+            grb_fwd1(nb, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
+            pyrnn_gemm_packed_f(nb, H, H, X2t, H, s.Wpk + s.sec3, ghn, H, 0)
+            return
+    gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
+    grb_fwd1(nb, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
+    gemm(False, True, nb, H, H, <floating> 1, X2t, H, Whh + <size_t> 2 * H * H, H,
+         <floating> 0, ghn, H)
 
 
 cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
@@ -561,10 +599,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
         elif kind == K_GRU:
             gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
-            gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
-            grb_fwd1(nb, H, ln, t, gx, bx, gh, hp, At, X2t)
-            gemm(False, True, nb, H, H, <floating> 1, X2t, H, Whh + <size_t> 2 * H * H, H,
-                 <floating> 0, ghn, H)
+            grb_fwd_products(s, nb, ln, t, gx, gh, ghn, hp, At, X2t)
             grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
@@ -693,6 +728,25 @@ cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx) n
          <floating> 1, dhx, s.P)
 
 
+cdef inline void grb_bwd_products(Seq *s, int nb, const int64_t *ln, int t, const floating *At,
+                                  const floating *hp, floating *dm, floating *dg,
+                                  floating *dhx) noexcept nogil:
+    """GRU-RB's step after grb_bwd1: d(r*h) = dn_pre @ W_hn into dm, then dr
+    and its part of dhx (grb_bwd2), then dhx += [dr, dz]_pre @ W_hr,z."""
+    cdef int H = s.H, GH = 3 * s.H
+    cdef const floating *Whh = <floating *> s.Whh
+    if floating is float:
+        if s.Wpk != NULL:
+            pyrnn_gemm_packed_f(nb, H, H, dg + 2 * H, GH, s.Wpk + s.sec3, dm, H, 0)
+            grb_bwd2(nb, H, ln, t, At, hp, dm, dg, dhx)
+            pyrnn_gemm_packed_f(nb, H, 2 * H, dg, GH, s.Wpk, dhx, H, 1)
+            return
+    gemm(False, False, nb, H, H, <floating> 1, dg + 2 * H, GH, Whh + <size_t> 2 * H * H, H,
+         <floating> 0, dm, H)
+    grb_bwd2(nb, H, ln, t, At, hp, dm, dg, dhx)
+    gemm(False, False, nb, H, 2 * H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+
+
 cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     """Reverse time loop for batch rows [b0, b0 + nb): fills dGX (and dGH,
     dHT) for every step and leaves dh0/dc0."""
@@ -772,11 +826,7 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             rec_gemm_t(s, nb, dgs, dhx)
         elif kind == K_GRU_RB:
             grb_bwd1(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
-            # d(r*h) = dn_pre @ W_hn, kept in dm
-            gemm(False, False, nb, H, H, <floating> 1, dg + 2 * H, GH,
-                 Whh + <size_t> 2 * H * H, H, <floating> 0, dm, H)
-            grb_bwd2(nb, H, ln, t, A + row * GA, hp, dm, dg, dhx)
-            gemm(False, False, nb, H, 2 * H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
+            grb_bwd_products(s, nb, ln, t, A + row * GA, hp, dm, dg, dhx)
         else:
             mgru_bwd(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
             rec_gemm_t(s, nb, dg, dhx)
@@ -1151,6 +1201,17 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
         if L.Wcat != NULL and pyrnn_simd_active():
             # one pass over the packed weights for all gates, from [x | h]
             L.x = <const void *> x
+            if kind == K_GRU_RB:
+                # r,z from [x | h] and n's x part in one pass, then W_hn (r*h)
+                cat_products(L, B, 0, H)
+                grb_fwd1(B, H, NULL, 0, gx, <floating *> L.bx, <floating *> L.zero, h,
+                         <floating *> L.A, X2)
+                pyrnn_gemm_packed_f(B, H, H, X2, H, L.Wcat + L.sec3, gh + <size_t> B * 2 * H,
+                                    H, 0)
+                grb_fwd2(B, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
+                         <floating *> L.A, hn, y, P)
+                memcpy(h, hn, <size_t> B * P * sizeof(float))
+                return
             if not L.proj:
                 if pair and L.nchunk > 0 and B == 1:
                     pyrnn_pair_run(cat_chunk, L, L.nchunk)
