@@ -50,8 +50,17 @@ CELLS = {
     "gru": ("GRU", 3, "GRU", "GRU", "GRUCell"),
     "rnn": ("RNN_TANH", 1, "RNN", "RNN", "RNNCell"),
     "mgru": ("MGRU", 2, "MinimalGRU", None, None),
+    "gru_rb": ("GRU_RB", 3, "GRU", None, None),
 }
-CELL_ALIASES = {"minimalgru": "mgru", "minimal_gru": "mgru"}
+# constructor arguments beyond (input_size, hidden_size) for cells that share a class
+CELL_KWARGS = {"gru_rb": {"reset_after": False}}
+CELL_ALIASES = {"minimalgru": "mgru", "minimal_gru": "mgru", "gru_reset_before": "gru_rb"}
+
+
+def _pyrnn_layer(pyrnn, cell, input_size, hidden_size, **kw):
+    """A fresh pyrnn layer of bench cell `cell`."""
+    return getattr(pyrnn, CELLS[cell][2])(input_size, hidden_size,
+                                         **CELL_KWARGS.get(cell, {}), **kw)
 
 
 class Skip(Exception):
@@ -119,7 +128,7 @@ def make_weights(cell, input_size, hidden_size, seed=0):
     ``state_dict()`` when the core is built, else the same U(-1/sqrt(H), 1/sqrt(H)) init."""
     pyrnn, _ = pyrnn_core()
     if pyrnn is not None:
-        layer = getattr(pyrnn, CELLS[cell][2])(input_size, hidden_size, seed=seed)
+        layer = _pyrnn_layer(pyrnn, cell, input_size, hidden_size, seed=seed)
         return {k: np.ascontiguousarray(v, np.float32) for k, v in layer.state_dict().items()}
     G, H = CELLS[cell][1], hidden_size
     k = 1.0 / math.sqrt(H)
@@ -307,7 +316,7 @@ def make_runner(peer, cell, shape, mode, threads, sd, x, dy):
         pyrnn, why = pyrnn_core()
         if pyrnn is None:
             raise Skip(why)
-        layer = getattr(pyrnn, pyrnn_cls)(I, H)
+        layer = _pyrnn_layer(pyrnn, cell, I, H)
         layer.load_state_dict(sd)
         if mode == "infer":
             def fn():
@@ -410,7 +419,7 @@ def make_stream_runner(peer, cell, hidden, threads, sd, xs):
         pyrnn, why = pyrnn_core()
         if pyrnn is None:
             raise Skip(why)
-        layer = getattr(pyrnn, pyrnn_cls)(I, H)
+        layer = _pyrnn_layer(pyrnn, cell, I, H)
         layer.load_state_dict(sd)
         stream = _pyrnn_stream(pyrnn, layer, 1)
         steps = [np.ascontiguousarray(xs[t]) for t in range(K)]
@@ -657,6 +666,7 @@ def memory_step_code(peer, cell, shape, threads=1, seed=0, warm_library=False):
     state) is behind the measured steps; no pyrnn pool buffer is that small."""
     T, B, I, H = (int(v) for v in shape)
     _, _, pyrnn_cls, torch_cls, _ = CELLS[cell]
+    kwargs = "".join(f", {k}={v!r}" for k, v in CELL_KWARGS.get(cell, {}).items())
     head = (f"import numpy as np\n"
             f"T, B, I, H = {T}, {B}, {I}, {H}\n"
             f"rng = np.random.default_rng({int(seed) + 1})  # as pyrnn.bench.make_inputs\n"
@@ -674,7 +684,7 @@ pyrnn.set_num_threads({int(threads)})
 
 
 def make(x, dy):
-    layer = pyrnn.{pyrnn_cls}(x.shape[2], dy.shape[2], dtype=np.float32, seed={int(seed)})
+    layer = pyrnn.{pyrnn_cls}(x.shape[2], dy.shape[2], dtype=np.float32, seed={int(seed)}{kwargs})
     for g in layer.grads.values():
         g[...] = 0  # np.zeros pages are not resident until written; torch's zeros are
 
@@ -986,7 +996,7 @@ def stream_throughput(cell, H, n_streams=4, steps=200, repeats=5, seed=0):
     import pyrnn
     from pyrnn.stream import Stream
     sd = make_weights(cell, H, H, seed)
-    layer = getattr(pyrnn, CELLS[cell][2])(H, H)
+    layer = _pyrnn_layer(pyrnn, cell, H, H)
     layer.load_state_dict(sd)
     xs = np.random.default_rng(seed + 3).standard_normal((steps, H), dtype=np.float32)
     before = pyrnn.get_num_threads()

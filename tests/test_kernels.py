@@ -176,13 +176,15 @@ def _flat(a):
 
 
 @pytest.mark.parametrize("cls, H, kw", [(pyrnn.LSTM, 96, {}), (pyrnn.GRU, 112, {}),
+                                        (pyrnn.GRU, 112, {"reset_after": False}),
                                         (pyrnn.RNN, 192, {"nonlinearity": "relu"}),
                                         (pyrnn.MinimalGRU, 128, {})])
 def test_batch1_on_two_cores_same_bits_as_one(cls, H, kw):
     """Batch-1 float32 forward (inference and training) shares each step's
     16-unit chunks with the helper core (src/_core/pair.h): the same sums in
     the same order, so the bits equal the one-core run's, gradients included;
-    lengths, reverse direction and 2 layers."""
+    lengths, reverse direction and 2 layers. GRU reset_after=False splits
+    each step in two (r*h of every unit before W_hn (r*h))."""
     rng = np.random.default_rng(0)
     layer = cls(24, H, num_layers=2, bidirectional=True, seed=1, **kw)
     x = rng.standard_normal((30, 1, 24)).astype(np.float32)

@@ -382,11 +382,39 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
         mgru_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0, y, s.ldy, At)
 
 
+cdef void grb_pair1_chunk(void *arg, int chunk) noexcept nogil:
+    """GRU-RB batch-1 step, first half, units [cw chunk, cw chunk + cw): their
+    r and z columns, r, z and r*h (all of r*h is needed before the second)."""
+    cdef Pair1 *q = <Pair1 *> arg
+    cdef Seq *s = q.s
+    cdef int H = s.H, u0 = q.cw * chunk, g
+    cdef int n = min(q.cw, H - u0)
+    cdef float *gh = <float *> s.GH + u0
+    for g in range(2):
+        pyrnn_gemm_packed_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H, gh + g * H,
+                            2 * H, 0)
+    grb_fwd1_f(1, n, H, s.len, q.t, <float *> s.GX + <size_t> q.t * 3 * H + u0,
+               <float *> s.bx + u0, gh, q.hp + u0, q.At + u0, q.X2t + u0)
+
+
+cdef void grb_pair2_chunk(void *arg, int chunk) noexcept nogil:
+    """GRU-RB batch-1 step, second half: those units' (r*h) @ W_hn^T, n, h'."""
+    cdef Pair1 *q = <Pair1 *> arg
+    cdef Seq *s = q.s
+    cdef int H = s.H, u0 = q.cw * chunk
+    cdef int n = min(q.cw, H - u0)
+    cdef float *ghn = <float *> s.GH + 2 * H + u0
+    pyrnn_gemm_packed_f(1, n, H, q.X2t, H, s.Wpk + s.sec3 + <size_t> u0 * H, ghn, H, 0)
+    grb_fwd2_f(1, n, H, s.len, q.t, <float *> s.GX + <size_t> q.t * 3 * H + u0,
+               <float *> s.bx + u0, ghn, q.hp + u0, q.At + u0, q.hd + u0,
+               <float *> s.Y + <size_t> q.t * s.ldy + u0, s.ldy)
+
+
 cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
     """Whether this call's batch-1 steps may be shared with the helper core:
     W_hh to be packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights."""
     return (s.Wpk_bytes > 0 and nt >= 2 and s.B == 1 and not s.proj and s.P % 16 == 0
-            and s.kind != K_GRU_RB and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
+            and <size_t> s.G * s.H * s.P * sizeof(float) >= PAIR1_MIN_BYTES)
 
 
 cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, size_t sec2,
@@ -482,11 +510,11 @@ cdef inline void grb_fwd_products(Seq *s, int nb, const int64_t *ln, int t, cons
         if s.Wpk != NULL:
             if not s.cat:
                 pyrnn_gemm_packed_f(nb, 2 * H, H, hp, H, s.Wpk, gh, 2 * H, 0)
-            grb_fwd1(nb, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
+            grb_fwd1(nb, H, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
             pyrnn_gemm_packed_f(nb, H, H, X2t, H, s.Wpk + s.sec3, ghn, H, 0)
             return
     gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
-    grb_fwd1(nb, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
+    grb_fwd1(nb, H, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
     gemm(False, True, nb, H, H, <floating> 1, X2t, H, Whh + <size_t> 2 * H * H, H,
          <floating> 0, ghn, H)
 
@@ -579,7 +607,11 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             if s.pair:
                 # batch 1: this step's units shared with the helper core
                 q.t, q.hp, q.cp, q.hd, q.cd, q.At, q.X2t = t, hp, cp, hd, cd, At, X2t
-                pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
+                if kind == K_GRU_RB:
+                    pyrnn_pair_run(grb_pair1_chunk, &q, (H + q.cw - 1) // q.cw)
+                    pyrnn_pair_run(grb_pair2_chunk, &q, (H + q.cw - 1) // q.cw)
+                else:
+                    pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
                 continue
             if s.cat:
                 cat_rows(s, t, b0, nb, hp)
@@ -600,7 +632,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
             grb_fwd_products(s, nb, ln, t, gx, gh, ghn, hp, At, X2t)
-            grb_fwd2(nb, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
+            grb_fwd2(nb, H, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
@@ -696,6 +728,10 @@ cdef struct PairT:
     const float *dg
     float *dhx
     int cw
+    int t           # GRU-RB: the step, its gates, h_prev and d(r*h)
+    const float *At
+    const float *hp
+    float *dm
 
 
 cdef void bwd_chunk(void *arg, int chunk) noexcept nogil:
@@ -705,6 +741,28 @@ cdef void bwd_chunk(void *arg, int chunk) noexcept nogil:
     cdef int GH = s.G * s.H, c0 = q.cw * chunk
     pyrnn_gemm_packed_f(1, min(q.cw, s.P - c0), GH, q.dg, GH, s.Wpk + <size_t> c0 * GH,
                         q.dhx + c0, s.P, 1)
+
+
+cdef void grb_bwd_chunk1(void *arg, int chunk) noexcept nogil:
+    """GRU-RB batch-1 backward step, first half, units [cw chunk, ...): their
+    d(r*h) = dn_pre @ W_hn, then dr and their part of dhx."""
+    cdef PairT *q = <PairT *> arg
+    cdef Seq *s = q.s
+    cdef int H = s.H, c0 = q.cw * chunk
+    cdef int n = min(q.cw, H - c0)
+    pyrnn_gemm_packed_f(1, n, H, q.dg + 2 * H, 3 * H, s.Wpk + s.sec3 + <size_t> c0 * H,
+                        q.dm + c0, H, 0)
+    grb_bwd2_f(1, n, H, s.len, q.t, q.At + c0, q.hp + c0, q.dm + c0, <float *> q.dg + c0,
+               q.dhx + c0)
+
+
+cdef void grb_bwd_chunk2(void *arg, int chunk) noexcept nogil:
+    """Second half: those columns of dhx += [dr, dz]_pre @ W_hr,z."""
+    cdef PairT *q = <PairT *> arg
+    cdef Seq *s = q.s
+    cdef int H = s.H, c0 = q.cw * chunk
+    pyrnn_gemm_packed_f(1, min(q.cw, H - c0), 2 * H, q.dg, 3 * H,
+                        s.Wpk + <size_t> c0 * 2 * H, q.dhx + c0, H, 1)
 
 
 cdef void wgrad_chunk(void *arg, int k) noexcept nogil:
@@ -735,15 +793,22 @@ cdef inline void grb_bwd_products(Seq *s, int nb, const int64_t *ln, int t, cons
     and its part of dhx (grb_bwd2), then dhx += [dr, dz]_pre @ W_hr,z."""
     cdef int H = s.H, GH = 3 * s.H
     cdef const floating *Whh = <floating *> s.Whh
+    cdef PairT q
     if floating is float:
+        if s.Wpk != NULL and s.pair and nb == 1:
+            q.s, q.dg, q.dhx, q.cw = s, dg, dhx, chunk_units(H)
+            q.t, q.At, q.hp, q.dm = t, At, hp, dm
+            pyrnn_pair_run(grb_bwd_chunk1, &q, (H + q.cw - 1) // q.cw)
+            pyrnn_pair_run(grb_bwd_chunk2, &q, (H + q.cw - 1) // q.cw)
+            return
         if s.Wpk != NULL:
             pyrnn_gemm_packed_f(nb, H, H, dg + 2 * H, GH, s.Wpk + s.sec3, dm, H, 0)
-            grb_bwd2(nb, H, ln, t, At, hp, dm, dg, dhx)
+            grb_bwd2(nb, H, H, ln, t, At, hp, dm, dg, dhx)
             pyrnn_gemm_packed_f(nb, H, 2 * H, dg, GH, s.Wpk, dhx, H, 1)
             return
     gemm(False, False, nb, H, H, <floating> 1, dg + 2 * H, GH, Whh + <size_t> 2 * H * H, H,
          <floating> 0, dm, H)
-    grb_bwd2(nb, H, ln, t, At, hp, dm, dg, dhx)
+    grb_bwd2(nb, H, H, ln, t, At, hp, dm, dg, dhx)
     gemm(False, False, nb, H, 2 * H, <floating> 1, dg, GH, Whh, H, <floating> 1, dhx, H)
 
 
@@ -825,7 +890,7 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                 memcpy(dGH + (row + b) * H, dgs + <size_t> b * GH + 2 * H, H * sizeof(floating))
             rec_gemm_t(s, nb, dgs, dhx)
         elif kind == K_GRU_RB:
-            grb_bwd1(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
+            grb_bwd1(nb, H, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
             grb_bwd_products(s, nb, ln, t, A + row * GA, hp, dm, dg, dhx)
         else:
             mgru_bwd(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
@@ -1204,11 +1269,11 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
             if kind == K_GRU_RB:
                 # r,z from [x | h] and n's x part in one pass, then W_hn (r*h)
                 cat_products(L, B, 0, H)
-                grb_fwd1(B, H, NULL, 0, gx, <floating *> L.bx, <floating *> L.zero, h,
+                grb_fwd1(B, H, H, NULL, 0, gx, <floating *> L.bx, <floating *> L.zero, h,
                          <floating *> L.A, X2)
                 pyrnn_gemm_packed_f(B, H, H, X2, H, L.Wcat + L.sec3, gh + <size_t> B * 2 * H,
                                     H, 0)
-                grb_fwd2(B, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
+                grb_fwd2(B, H, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
                          <floating *> L.A, hn, y, P)
                 memcpy(h, hn, <size_t> B * P * sizeof(float))
                 return
@@ -1252,10 +1317,10 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
                 <floating *> NULL, <floating *> NULL)
     elif kind == K_GRU_RB:
         gemm(False, True, B, 2 * H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, 2 * H)
-        grb_fwd1(B, H, NULL, 0, gx, <floating *> L.bx, gh, h, <floating *> L.A, X2)
+        grb_fwd1(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, h, <floating *> L.A, X2)
         gemm(False, True, B, H, H, <floating> 1, X2, H, Whh + <size_t> 2 * H * H, H,
              <floating> 0, gh + <size_t> B * 2 * H, H)
-        grb_fwd2(B, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
+        grb_fwd2(B, H, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
                  <floating *> L.A, hn, y, P)
     else:
         if Whh != NULL:

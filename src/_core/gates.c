@@ -219,21 +219,21 @@ void gru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const f
     float *dhp)
 { DISPATCH(gru_bwd, (nb, H, len, t, A, GHN, hp, dy, ldy, dh, dgx, dgh, dhp)); }
 
-void grb_fwd1_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx,
+void grb_fwd1_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
     const float *gh, const float *hp, float *A, float *RH)
-{ DISPATCH(grb_fwd1, (nb, H, len, t, gx, bx, gh, hp, A, RH)); }
+{ DISPATCH(grb_fwd1, (nb, H, gs, len, t, gx, bx, gh, hp, A, RH)); }
 
-void grb_fwd2_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx,
+void grb_fwd2_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
     const float *ghn, const float *hp, float *A, float *hn, float *y, int ldy)
-{ DISPATCH(grb_fwd2, (nb, H, len, t, gx, bx, ghn, hp, A, hn, y, ldy)); }
+{ DISPATCH(grb_fwd2, (nb, H, gs, len, t, gx, bx, ghn, hp, A, hn, y, ldy)); }
 
-void grb_bwd1_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp,
+void grb_bwd1_f(int nb, int H, int gs, const int64_t *len, int t, const float *A, const float *hp,
     const float *dy, int ldy, const float *dh, float *dg, float *dhp)
-{ DISPATCH(grb_bwd1, (nb, H, len, t, A, hp, dy, ldy, dh, dg, dhp)); }
+{ DISPATCH(grb_bwd1, (nb, H, gs, len, t, A, hp, dy, ldy, dh, dg, dhp)); }
 
-void grb_bwd2_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp,
+void grb_bwd2_f(int nb, int H, int gs, const int64_t *len, int t, const float *A, const float *hp,
     const float *drh, float *dg, float *dhp)
-{ DISPATCH(grb_bwd2, (nb, H, len, t, A, hp, drh, dg, dhp)); }
+{ DISPATCH(grb_bwd2, (nb, H, gs, len, t, A, hp, drh, dg, dhp)); }
 
 void mgru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
     const float *gh, const float *hp, float *hn, float *y, int ldy, float *A)

@@ -33,16 +33,16 @@ void gru_fwd_##S(int nb, int H, int gs, const int64_t *len, int t,              
 void gru_bwd_##S(int nb, int H, const int64_t *len, int t,                     \
     const REAL *A, const REAL *GHN, const REAL *hp, const REAL *dy, int ldy,    \
     const REAL *dh, REAL *dgx, REAL *dgh, REAL *dhp);                           \
-void grb_fwd1_##S(int nb, int H, const int64_t *len, int t,                    \
+void grb_fwd1_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *gx, const REAL *bx, const REAL *gh, const REAL *hp,             \
     REAL *A, REAL *RH);                                                          \
-void grb_fwd2_##S(int nb, int H, const int64_t *len, int t,                    \
+void grb_fwd2_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *gx, const REAL *bx, const REAL *ghn, const REAL *hp,            \
     REAL *A, REAL *hn, REAL *y, int ldy);                                        \
-void grb_bwd1_##S(int nb, int H, const int64_t *len, int t,                    \
+void grb_bwd1_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *A, const REAL *hp, const REAL *dy, int ldy, const REAL *dh,     \
     REAL *dg, REAL *dhp);                                                        \
-void grb_bwd2_##S(int nb, int H, const int64_t *len, int t,                    \
+void grb_bwd2_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *A, const REAL *hp, const REAL *drh, REAL *dg, REAL *dhp);       \
 void mgru_fwd_##S(int nb, int H, int gs, const int64_t *len, int t,                    \
     const REAL *gx, const REAL *bx, const REAL *gh, const REAL *hp,             \

@@ -18,14 +18,14 @@ cdef extern from "gates.h" nogil:
     void gru_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *bhn, const double *hp, double *hn, double *y, int ldy, double *A, double *GHN)
     void gru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *GHN, const float *hp, const float *dy, int ldy, const float *dh, float *dgx, float *dgh, float *dhp)
     void gru_bwd_d(int nb, int H, const int64_t *len, int t, const double *A, const double *GHN, const double *hp, const double *dy, int ldy, const double *dh, double *dgx, double *dgh, double *dhp)
-    void grb_fwd1_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *A, float *RH)
-    void grb_fwd1_d(int nb, int H, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *hp, double *A, double *RH)
-    void grb_fwd2_f(int nb, int H, const int64_t *len, int t, const float *gx, const float *bx, const float *ghn, const float *hp, float *A, float *hn, float *y, int ldy)
-    void grb_fwd2_d(int nb, int H, const int64_t *len, int t, const double *gx, const double *bx, const double *ghn, const double *hp, double *A, double *hn, double *y, int ldy)
-    void grb_bwd1_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp, const float *dy, int ldy, const float *dh, float *dg, float *dhp)
-    void grb_bwd1_d(int nb, int H, const int64_t *len, int t, const double *A, const double *hp, const double *dy, int ldy, const double *dh, double *dg, double *dhp)
-    void grb_bwd2_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp, const float *drh, float *dg, float *dhp)
-    void grb_bwd2_d(int nb, int H, const int64_t *len, int t, const double *A, const double *hp, const double *drh, double *dg, double *dhp)
+    void grb_fwd1_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *A, float *RH)
+    void grb_fwd1_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *hp, double *A, double *RH)
+    void grb_fwd2_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *ghn, const float *hp, float *A, float *hn, float *y, int ldy)
+    void grb_fwd2_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *ghn, const double *hp, double *A, double *hn, double *y, int ldy)
+    void grb_bwd1_f(int nb, int H, int gs, const int64_t *len, int t, const float *A, const float *hp, const float *dy, int ldy, const float *dh, float *dg, float *dhp)
+    void grb_bwd1_d(int nb, int H, int gs, const int64_t *len, int t, const double *A, const double *hp, const double *dy, int ldy, const double *dh, double *dg, double *dhp)
+    void grb_bwd2_f(int nb, int H, int gs, const int64_t *len, int t, const float *A, const float *hp, const float *drh, float *dg, float *dhp)
+    void grb_bwd2_d(int nb, int H, int gs, const int64_t *len, int t, const double *A, const double *hp, const double *drh, double *dg, double *dhp)
     void mgru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *hn, float *y, int ldy, float *A)
     void mgru_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *hp, double *hn, double *y, int ldy, double *A)
     void mgru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *hp, const float *dy, int ldy, const float *dh, float *dg, float *dhp)
@@ -92,29 +92,29 @@ cdef inline void gru_bwd(int nb, int H, const int64_t *len, int t, const floatin
     else:
         gru_bwd_d(nb, H, len, t, A, GHN, hp, dy, ldy, dh, dgx, dgh, dhp)
 
-cdef inline void grb_fwd1(int nb, int H, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *hp, floating *A, floating *RH) noexcept nogil:
+cdef inline void grb_fwd1(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *hp, floating *A, floating *RH) noexcept nogil:
     if floating is float:
-        grb_fwd1_f(nb, H, len, t, gx, bx, gh, hp, A, RH)
+        grb_fwd1_f(nb, H, gs, len, t, gx, bx, gh, hp, A, RH)
     else:
-        grb_fwd1_d(nb, H, len, t, gx, bx, gh, hp, A, RH)
+        grb_fwd1_d(nb, H, gs, len, t, gx, bx, gh, hp, A, RH)
 
-cdef inline void grb_fwd2(int nb, int H, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *ghn, const floating *hp, floating *A, floating *hn, floating *y, int ldy) noexcept nogil:
+cdef inline void grb_fwd2(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *ghn, const floating *hp, floating *A, floating *hn, floating *y, int ldy) noexcept nogil:
     if floating is float:
-        grb_fwd2_f(nb, H, len, t, gx, bx, ghn, hp, A, hn, y, ldy)
+        grb_fwd2_f(nb, H, gs, len, t, gx, bx, ghn, hp, A, hn, y, ldy)
     else:
-        grb_fwd2_d(nb, H, len, t, gx, bx, ghn, hp, A, hn, y, ldy)
+        grb_fwd2_d(nb, H, gs, len, t, gx, bx, ghn, hp, A, hn, y, ldy)
 
-cdef inline void grb_bwd1(int nb, int H, const int64_t *len, int t, const floating *A, const floating *hp, const floating *dy, int ldy, const floating *dh, floating *dg, floating *dhp) noexcept nogil:
+cdef inline void grb_bwd1(int nb, int H, int gs, const int64_t *len, int t, const floating *A, const floating *hp, const floating *dy, int ldy, const floating *dh, floating *dg, floating *dhp) noexcept nogil:
     if floating is float:
-        grb_bwd1_f(nb, H, len, t, A, hp, dy, ldy, dh, dg, dhp)
+        grb_bwd1_f(nb, H, gs, len, t, A, hp, dy, ldy, dh, dg, dhp)
     else:
-        grb_bwd1_d(nb, H, len, t, A, hp, dy, ldy, dh, dg, dhp)
+        grb_bwd1_d(nb, H, gs, len, t, A, hp, dy, ldy, dh, dg, dhp)
 
-cdef inline void grb_bwd2(int nb, int H, const int64_t *len, int t, const floating *A, const floating *hp, const floating *drh, floating *dg, floating *dhp) noexcept nogil:
+cdef inline void grb_bwd2(int nb, int H, int gs, const int64_t *len, int t, const floating *A, const floating *hp, const floating *drh, floating *dg, floating *dhp) noexcept nogil:
     if floating is float:
-        grb_bwd2_f(nb, H, len, t, A, hp, drh, dg, dhp)
+        grb_bwd2_f(nb, H, gs, len, t, A, hp, drh, dg, dhp)
     else:
-        grb_bwd2_d(nb, H, len, t, A, hp, drh, dg, dhp)
+        grb_bwd2_d(nb, H, gs, len, t, A, hp, drh, dg, dhp)
 
 cdef inline void mgru_fwd(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *hp, floating *hn, floating *y, int ldy, floating *A) noexcept nogil:
     if floating is float:

@@ -274,83 +274,85 @@ KATTR void NAME(gru_bwd)(int nb, int H, const int64_t *len, int t,
 }
 
 /* GRU, reset before (Cho et al.): step 1 makes r, z and r*h; the driver
- * multiplies r*h by W_hn; step 2 makes n and h'. gh here has stride 2H. */
-KATTR void NAME(grb_fwd1)(int nb, int H, const int64_t *len, int t,
+ * multiplies r*h by W_hn; step 2 makes n and h'. gh here has stride 2 gs;
+ * gs is the gate stride of gx, A and dg (H, or more for a slice of units). */
+KATTR void NAME(grb_fwd1)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
     const REAL *restrict hp, REAL *restrict A, REAL *restrict RH)
 {
-    const size_t G = 3 * (size_t)H;
+    const size_t G = 3 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
-        const REAL *x = gx + b * G, *r = gh + 2 * (size_t)H * b, *h0 = hp + (size_t)b * H;
+        const REAL *x = gx + b * G, *r = gh + 2 * (size_t)gs * b, *h0 = hp + (size_t)b * H;
         REAL *ab = A + b * G, *rh = RH + (size_t)b * H;
         if (!ACTIVE(b)) {
-            for (int j = 0; j < H; j++) { ab[j] = 0; ab[H + j] = 0; rh[j] = 0; }
+            for (int j = 0; j < H; j++) { ab[j] = 0; ab[gs + j] = 0; rh[j] = 0; }
             continue;
         }
         for (int j = 0; j < H; j++) {
             REAL rr = SIGM(x[j] + bx[j] + r[j]);
             ab[j] = rr;
-            ab[H + j] = SIGM(x[H + j] + bx[H + j] + r[H + j]);
+            ab[gs + j] = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
             rh[j] = rr * h0[j];
         }
     }
 }
 
-KATTR void NAME(grb_fwd2)(int nb, int H, const int64_t *len, int t,
+KATTR void NAME(grb_fwd2)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict ghn,
     const REAL *restrict hp, REAL *restrict A, REAL *restrict hn,
     REAL *restrict y, int ldy)
 {
-    const size_t G = 3 * (size_t)H;
+    const size_t G = 3 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
-        const REAL *x = gx + b * G + 2 * H, *r = ghn + (size_t)b * H, *h0 = hp + (size_t)b * H;
+        const REAL *x = gx + b * G + 2 * (size_t)gs, *r = ghn + (size_t)b * gs;
+        const REAL *h0 = hp + (size_t)b * H;
         REAL *ab = A + b * G, *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
         if (!ACTIVE(b)) {
-            for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; ab[2 * H + j] = 0; }
+            for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; ab[2 * (size_t)gs + j] = 0; }
             continue;
         }
         for (int j = 0; j < H; j++) {
-            REAL n = TANH(x[j] + bx[2 * H + j] + r[j]);
-            REAL z = ab[H + j];
-            ab[2 * H + j] = n;
+            REAL n = TANH(x[j] + bx[2 * (size_t)gs + j] + r[j]);
+            REAL z = ab[gs + j];
+            ab[2 * (size_t)gs + j] = n;
             h1[j] = n + z * (h0[j] - n);
         }
         for (int j = 0; j < H; j++) yb[j] = h1[j];
     }
 }
 
-KATTR void NAME(grb_bwd1)(int nb, int H, const int64_t *len, int t,
+KATTR void NAME(grb_bwd1)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict A, const REAL *restrict hp, const REAL *restrict dy,
     int ldy, const REAL *restrict dh, REAL *restrict dg, REAL *restrict dhp)
 {
-    const size_t G = 3 * (size_t)H;
+    const size_t G = 3 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
         const REAL *a = A + b * G, *h0 = hp + (size_t)b * H;
         const REAL *dyb = dy + (size_t)b * ldy, *d = dh + (size_t)b * H;
         REAL *g = dg + b * G, *p = dhp + (size_t)b * H;
         if (!ACTIVE(b)) {
-            for (size_t j = 0; j < G; j++) g[j] = 0;
+            for (size_t k = 0; k < G; k += gs) for (int j = 0; j < H; j++) g[k + j] = 0;
             for (int j = 0; j < H; j++) p[j] = d[j];
             continue;
         }
         for (int j = 0; j < H; j++) {
-            REAL z = a[H + j], n = a[2 * H + j];
+            REAL z = a[gs + j], n = a[2 * (size_t)gs + j];
             REAL dht = dyb[j] + d[j];
-            g[H + j] = dht * (h0[j] - n) * z * (1 - z);
-            g[2 * H + j] = dht * (1 - z) * (1 - n * n);
+            g[gs + j] = dht * (h0[j] - n) * z * (1 - z);
+            g[2 * (size_t)gs + j] = dht * (1 - z) * (1 - n * n);
             p[j] = dht * z;
         }
     }
 }
 
-KATTR void NAME(grb_bwd2)(int nb, int H, const int64_t *len, int t,
+KATTR void NAME(grb_bwd2)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict A, const REAL *restrict hp, const REAL *restrict drh,
     REAL *restrict dg, REAL *restrict dhp)
 {
-    const size_t G = 3 * (size_t)H;
+    const size_t G = 3 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
         if (!ACTIVE(b)) continue;
-        const REAL *a = A + b * G, *h0 = hp + (size_t)b * H, *d = drh + (size_t)b * H;
+        const REAL *a = A + b * G, *h0 = hp + (size_t)b * H, *d = drh + (size_t)b * gs;
         REAL *g = dg + b * G, *p = dhp + (size_t)b * H;
         for (int j = 0; j < H; j++) {
             REAL rr = a[j];
