@@ -237,6 +237,28 @@ def test_stream_peers_compute_the_same_steps():
         np.testing.assert_allclose(v, h.numpy().reshape(-1), rtol=1e-5, atol=1e-5, err_msg=p)
 
 
+def test_gru_reset_before_cell_is_one_function_for_every_peer():
+    # the gru_rb cell: a pyrnn GRU with reset_after=False and ONNX's linear_before_reset=0,
+    # over a sequence and one step at a time; the NumPy reference is the oracle
+    pytest.importorskip("onnxruntime")
+    import pyrnn
+    from pyrnn import reference
+    assert bench._pyrnn_layer(pyrnn, "gru_rb", 3, 4).reset_after is False
+    assert bench.run_flops("gru_rb", (10, 2, 3, 4), "infer") == bench.run_flops("gru", (10, 2, 3, 4), "infer")
+    H, K = 16, 6
+    sd = bench.make_weights("gru_rb", H, H, seed=2)
+    xs = np.random.default_rng(3).standard_normal((K, 1, H), dtype=np.float32)
+    _, want, _ = reference.layer_forward("GRU_RB", sd, xs.astype(np.float64))
+    runs = {p: bench.make_stream_runner(p, "gru_rb", H, 1, sd, xs)
+            for p in ("pyrnn", "onnxruntime", "numpy")}
+    for p, r in runs.items():
+        r.fn()
+        np.testing.assert_allclose(np.asarray(r.hidden(), np.float64).reshape(-1),
+                                   want.reshape(-1), rtol=1e-5, atol=1e-5, err_msg=p)
+    with pytest.raises(bench.Skip):
+        bench.make_runner("torch", "gru_rb", (K, 1, H, H), "infer", 1, sd, xs, xs)
+
+
 def test_missing_peer_is_a_note_not_an_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
     out = tmp_path / "b.json"
