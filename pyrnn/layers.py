@@ -68,7 +68,7 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
     proj = w.get("Whr") is not None
     a = dict(X=X, Wih=w["Wih"], Whh=w["Whh"], Whr=w.get("Whr"), bx=bx, bhn=bhn,
              h0=h0, c0=c0, Y=Y, hn=hn, cn=cn,
-             GX=take((T * B, G * H), dt), GH=take((B, G * H), dt))
+             GX=take((T * B, G * H), dt), GH=take((B + 1, G * H + _core.GH_PAD), dt))
     GA = H if G == 1 else G * H
     has_x2 = mode in ("LSTM", "GRU", "GRU_RB")
     nt = get_num_threads()

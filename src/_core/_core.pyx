@@ -82,6 +82,11 @@ cdef enum:
     # batch-1 inference shares each step with the helper core (pair.h) when
     # W_hh is at least this big: below it the hand-offs cost more than they save
     PAIR1_MIN_BYTES = 131072
+    # ... and each core's chunk writes its gate products into its own region of
+    # GH, this many floats past the previous one's: written beside each other,
+    # the two halves slowed each core's gate loop (prefetch pulls the other's
+    # lines); GH holds (B + 1) rows of G*H + PAIR_GH_PAD floats
+    PAIR_GH_PAD = 256
     # input projections (and dX) of at most this many (step, sequence) rows
     # pack W_ih themselves for the small-GEMM kernel: BLAS's own copy of W_ih
     # is most of its time there
@@ -94,6 +99,7 @@ cdef enum:
     # [x_t | h] @ [W_ih | W_hh]^T (cat_begin), no separate input projection
     CAT_MAX_K = 512
 GATES = (1, 1, 4, 3, 3, 2)
+GH_PAD = PAIR_GH_PAD     # see PAIR_GH_PAD: layers.py sizes GH with it
 
 cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
 cdef int cat_max_k = CAT_MAX_K                 # _set_cat_max_k (tests, A/B)
@@ -362,7 +368,7 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
     cdef int n = min(q.cw, H - u0)
     cdef const float *gx = <float *> s.GX + <size_t> q.t * GH + u0
     cdef const float *bx = <float *> s.bx + u0
-    cdef float *gh = <float *> s.GH + u0
+    cdef float *gh = <float *> s.GH + chunk * (GH + PAIR_GH_PAD) + u0
     cdef float *y = <float *> s.Y + <size_t> q.t * s.ldy + u0
     cdef float *At = q.At + u0 if q.At != NULL else NULL
     cdef float *X2t = q.X2t + u0 if q.X2t != NULL else NULL
@@ -389,7 +395,7 @@ cdef void grb_pair1_chunk(void *arg, int chunk) noexcept nogil:
     cdef Seq *s = q.s
     cdef int H = s.H, u0 = q.cw * chunk, g
     cdef int n = min(q.cw, H - u0)
-    cdef float *gh = <float *> s.GH + u0
+    cdef float *gh = <float *> s.GH + chunk * (3 * H + PAIR_GH_PAD) + u0
     for g in range(2):
         pyrnn_gemm_packed_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H, gh + g * H,
                             2 * H, 0)
@@ -403,7 +409,7 @@ cdef void grb_pair2_chunk(void *arg, int chunk) noexcept nogil:
     cdef Seq *s = q.s
     cdef int H = s.H, u0 = q.cw * chunk
     cdef int n = min(q.cw, H - u0)
-    cdef float *ghn = <float *> s.GH + 2 * H + u0
+    cdef float *ghn = <float *> s.GH + chunk * (3 * H + PAIR_GH_PAD) + 2 * H + u0
     pyrnn_gemm_packed_f(1, n, H, q.X2t, H, s.Wpk + s.sec3 + <size_t> u0 * H, ghn, H, 0)
     grb_fwd2_f(1, n, H, s.len, q.t, <float *> s.GX + <size_t> q.t * 3 * H + u0,
                <float *> s.bx + u0, ghn, q.hp + u0, q.At + u0, q.hd + u0,
@@ -637,17 +643,11 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
 
 
-cdef void input_proj_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
-    """Part k of n of GX = X @ W_ih^T over the (T*B, Ni) input. Few rows: split
-    the gate columns, so each thread packs only its share of W_ih (a row split
-    would have every thread pack all of it); else split the rows."""
-    cdef int GH = s.G * s.H, rows = s.T * s.B, r0 = 0, r1 = rows, c0 = 0, c1 = GH
-    if rows < GH:
-        c0, c1 = split(GH, k, n), split(GH, k + 1, n)
-    else:
-        r0, r1 = split(rows, k, n), split(rows, k + 1, n)
+cdef void proj_block(Seq *s, floating *tag, int r0, int r1, int c0, int c1) noexcept nogil:
+    """GX[r0:r1, c0:c1] = X[r0:r1] @ W_ih[c0:c1]^T."""
+    cdef int GH = s.G * s.H
     if floating is float:
-        if proj_packed(s, rows) and packed_product(
+        if proj_packed(s, s.T * s.B) and packed_product(
                 r1 - r0, c1 - c0, s.Ni, <float *> s.X + <size_t> r0 * s.Ni, s.Ni,
                 <float *> s.Wih + <size_t> c0 * s.Ni, s.Ni, 1,
                 <float *> s.GX + <size_t> r0 * GH + c0, GH, 0):
@@ -655,6 +655,23 @@ cdef void input_proj_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
     gemm(False, True, r1 - r0, c1 - c0, s.Ni, <floating> 1,
          <floating *> s.X + <size_t> r0 * s.Ni, s.Ni, <floating *> s.Wih + <size_t> c0 * s.Ni,
          s.Ni, <floating> 0, <floating *> s.GX + <size_t> r0 * GH + c0, GH)
+
+
+cdef void input_proj_part(Seq *s, floating *tag, int k, int n) noexcept nogil:
+    """Part k of n of GX = X @ W_ih^T over the (T*B, Ni) input. Batch-1 steps
+    shared with the helper: part k is chunk k's units of every gate, so each
+    core's steps read the GX it wrote. Few rows: split the gate columns, so each
+    thread packs only its share of W_ih (a row split would have every thread
+    pack all of it); else split the rows."""
+    cdef int H = s.H, GH = s.G * s.H, rows = s.T * s.B, cw, g
+    if s.pair and n == 2:
+        cw = chunk_units(H)
+        for g in range(s.G):
+            proj_block(s, tag, 0, rows, g * H + min(k * cw, H), g * H + min(k * cw + cw, H))
+    elif rows < GH:
+        proj_block(s, tag, 0, rows, split(GH, k, n), split(GH, k + 1, n))
+    else:
+        proj_block(s, tag, split(rows, k, n), split(rows, k + 1, n), 0, GH)
 
 
 cdef void proj_chunk(void *arg, int chunk) noexcept nogil:

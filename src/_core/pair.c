@@ -35,17 +35,23 @@ static atomic_int sleeping;
 static atomic_int enabled = 1;
 static atomic_long backoff_until;  /* now_ns() before which no job is shared */
 static atomic_long backoff_ns;     /* doubles with each trouble in a row */
-static atomic_ulong posted;       /* job counter, written by the owner */
 /* the current job's chunks, claimed from both ends: the owner takes them
  * upward from 0, the helper downward from the top, so without disturbance each
  * core keeps about the same half (and its weights in its L2) step after step;
  * a slow or absent helper just leaves more to the owner.
  * word = job (32 bits) | next low chunk (16) | one past the high chunk (16) */
-static _Atomic unsigned long long word;
-static atomic_int helper_done;    /* chunks of the current job the helper finished */
-static unsigned long first_seen;  /* jobs posted before the helper started */
-static pyrnn_chunk_fn job_fn;
-static void *job_arg;
+/* what the owner writes to post a job, in one cache line (the helper's one
+ * miss brings all of it); what the helper writes when done, in another */
+static struct {
+    atomic_ulong posted;          /* job counter */
+    _Atomic unsigned long long word;
+    pyrnn_chunk_fn fn;
+    void *arg;
+} __attribute__((aligned(64))) jb;
+static struct {
+    atomic_int done;              /* chunks of the current job the helper finished */
+} __attribute__((aligned(64))) helper;
+static unsigned long first_seen __attribute__((aligned(64)));  /* jobs posted before the helper started */
 
 static long now_ns(void)
 {
@@ -62,7 +68,7 @@ static void *helper_main(void *unused)
         unsigned long p;
         long t0 = 0;
         int n = 0;
-        while ((p = atomic_load_explicit(&posted, memory_order_acquire)) == seen) {
+        while ((p = atomic_load_explicit(&jb.posted, memory_order_acquire)) == seen) {
             RELAX();
             if ((++n & 63) == 0) {
                 long t = now_ns();
@@ -70,7 +76,7 @@ static void *helper_main(void *unused)
                 else if (t - t0 > HELPER_SPIN_NS) {
                     pthread_mutex_lock(&mu);
                     atomic_store(&sleeping, 1);
-                    while (atomic_load(&posted) == seen)
+                    while (atomic_load(&jb.posted) == seen)
                         pthread_cond_wait(&cv, &mu);
                     atomic_store(&sleeping, 0);
                     pthread_mutex_unlock(&mu);
@@ -79,15 +85,15 @@ static void *helper_main(void *unused)
             }
         }
         seen = p;
-        unsigned long long w = atomic_load(&word);
+        unsigned long long w = atomic_load(&jb.word);
         for (;;) {
             unsigned lo = (w >> 16) & 0xffff, hi = w & 0xffff;
             if ((w >> 32) != (p & 0xffffffffUL) || lo >= hi)
                 break;
-            if (atomic_compare_exchange_weak(&word, &w, (w & ~0xffffULL) | (hi - 1))) {
-                job_fn(job_arg, (int)hi - 1);
-                atomic_fetch_add_explicit(&helper_done, 1, memory_order_release);
-                w = atomic_load(&word);
+            if (atomic_compare_exchange_weak(&jb.word, &w, (w & ~0xffffULL) | (hi - 1))) {
+                jb.fn(jb.arg, (int)hi - 1);
+                atomic_fetch_add_explicit(&helper.done, 1, memory_order_release);
+                w = atomic_load(&jb.word);
             }
         }
     }
@@ -102,7 +108,7 @@ static void after_fork_child(void)
     atomic_store(&owned, 0);
     atomic_store(&started, 0);
     atomic_store(&sleeping, 0);
-    atomic_store(&word, 0);
+    atomic_store(&jb.word, 0);
 }
 
 static int start_helper(void)
@@ -118,7 +124,7 @@ static int start_helper(void)
             pthread_atfork(NULL, NULL, after_fork_child);
             atfork_done = 1;
         }
-        first_seen = atomic_load(&posted);
+        first_seen = atomic_load(&jb.posted);
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&at, 1 << 20);
@@ -168,40 +174,40 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
             fn(arg, c);
         return;
     }
-    unsigned long p = atomic_load(&posted) + 1;
+    unsigned long p = atomic_load(&jb.posted) + 1;
     unsigned long long job = (unsigned long long)(p & 0xffffffffUL) << 32;
-    job_fn = fn;
-    job_arg = arg;
-    atomic_store(&helper_done, 0);
-    atomic_store(&word, job | (unsigned)nchunks);
-    atomic_store(&posted, p);              /* seq_cst: pairs with `sleeping` */
+    jb.fn = fn;
+    jb.arg = arg;
+    atomic_store(&helper.done, 0);
+    atomic_store(&jb.word, job | (unsigned)nchunks);
+    atomic_store(&jb.posted, p);              /* seq_cst: pairs with `sleeping` */
     if (atomic_load(&sleeping)) {
         pthread_mutex_lock(&mu);
         pthread_cond_signal(&cv);
         pthread_mutex_unlock(&mu);
     }
-    unsigned long long w = atomic_load(&word);
+    unsigned long long w = atomic_load(&jb.word);
     unsigned lo, hi;
     for (;;) {
         lo = (w >> 16) & 0xffff;
         hi = w & 0xffff;
         if (lo >= hi)
             break;
-        if (atomic_compare_exchange_weak(&word, &w, job | ((unsigned long long)(lo + 1) << 16) | hi)) {
+        if (atomic_compare_exchange_weak(&jb.word, &w, job | ((unsigned long long)(lo + 1) << 16) | hi)) {
             fn(arg, (int)lo);
-            w = atomic_load(&word);
+            w = atomic_load(&jb.word);
         }
     }
     /* no chunk is left to claim: wait for those the helper took */
     int theirs = nchunks - (int)hi;
-    if (atomic_load_explicit(&helper_done, memory_order_acquire) == theirs) {
+    if (atomic_load_explicit(&helper.done, memory_order_acquire) == theirs) {
         if (theirs > 0)
             atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
         return;
     }
     long t_own = now_ns(), t = t_own;
     int n = 0;
-    while (atomic_load_explicit(&helper_done, memory_order_acquire) != theirs) {
+    while (atomic_load_explicit(&helper.done, memory_order_acquire) != theirs) {
         RELAX();
         if ((++n & 63) == 0) {
             t = now_ns();
