@@ -33,25 +33,35 @@ static atomic_int started;        /* helper thread running */
 static atomic_int failed;         /* could not start one: never try again */
 static atomic_int sleeping;
 static atomic_int enabled = 1;
-static atomic_long backoff_until;  /* now_ns() before which no job is shared */
-static atomic_long backoff_ns;     /* doubles with each trouble in a row */
-/* the current job's chunks, claimed from both ends: the owner takes them
+/* now_ns() before which no job is shared; doubles with each trouble in a row */
+static atomic_long backoff_until __attribute__((aligned(128)));
+static atomic_long backoff_ns;
+/* The current job's chunks, claimed from both ends: the owner takes them
  * upward from 0, the helper downward from the top, so without disturbance each
  * core keeps about the same half (and its weights in its L2) step after step;
  * a slow or absent helper just leaves more to the owner.
- * word = job (32 bits) | next low chunk (16) | one past the high chunk (16) */
-/* what the owner writes to post a job, in one cache line (the helper's one
- * miss brings all of it); what the helper writes when done, in another */
+ * word = job (32 bits) | next low chunk (16) | one past the high chunk (16).
+ * Each side writes its own cache line and reads the other's once a job: the
+ * owner posts (posted, word, fn, arg: the helper's one miss brings all of it)
+ * with chunk 0 already its own, so it starts on it at once; the helper stores
+ * how many chunks of which job it finished. A step at LSTM H = 128 had spent
+ * 0.4-0.5 us before the owner's first chunk and 0.3 us after the helper's last. */
 static struct {
     atomic_ulong posted;          /* job counter */
     _Atomic unsigned long long word;
     pyrnn_chunk_fn fn;
     void *arg;
-} __attribute__((aligned(64))) jb;
+} __attribute__((aligned(128))) jb;
 static struct {
-    atomic_int done;              /* chunks of the current job the helper finished */
-} __attribute__((aligned(64))) helper;
-static unsigned long first_seen __attribute__((aligned(64)));  /* jobs posted before the helper started */
+    /* job (32 bits) | chunks of it the helper finished (32) */
+    _Atomic unsigned long long done;
+} __attribute__((aligned(128))) helper;
+/* the owners' copy of posted (owners follow each other through `owned`), so
+ * posting reads no line the helper has touched */
+static struct {
+    unsigned long posted;
+} __attribute__((aligned(128))) mine;
+static unsigned long first_seen;  /* jobs posted before the helper started */
 
 static long now_ns(void)
 {
@@ -85,15 +95,16 @@ static void *helper_main(void *unused)
             }
         }
         seen = p;
-        unsigned long long w = atomic_load(&jb.word);
+        unsigned long long id = (unsigned long long)(p & 0xffffffffUL) << 32, ndone = 0;
+        unsigned long long w = atomic_load_explicit(&jb.word, memory_order_relaxed);
         for (;;) {
             unsigned lo = (w >> 16) & 0xffff, hi = w & 0xffff;
-            if ((w >> 32) != (p & 0xffffffffUL) || lo >= hi)
+            if ((w & ~0xffffffffULL) != id || lo >= hi)
                 break;
             if (atomic_compare_exchange_weak(&jb.word, &w, (w & ~0xffffULL) | (hi - 1))) {
                 jb.fn(jb.arg, (int)hi - 1);
-                atomic_fetch_add_explicit(&helper.done, 1, memory_order_release);
-                w = atomic_load(&jb.word);
+                atomic_store_explicit(&helper.done, id | ++ndone, memory_order_release);
+                w = atomic_load_explicit(&jb.word, memory_order_relaxed);
             }
         }
     }
@@ -109,6 +120,7 @@ static void after_fork_child(void)
     atomic_store(&started, 0);
     atomic_store(&sleeping, 0);
     atomic_store(&jb.word, 0);
+    atomic_store(&helper.done, 0);
 }
 
 static int start_helper(void)
@@ -174,19 +186,23 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
             fn(arg, c);
         return;
     }
-    unsigned long p = atomic_load(&jb.posted) + 1;
+    unsigned long p = ++mine.posted;
     unsigned long long job = (unsigned long long)(p & 0xffffffffUL) << 32;
     jb.fn = fn;
     jb.arg = arg;
-    atomic_store(&helper.done, 0);
-    atomic_store(&jb.word, job | (unsigned)nchunks);
-    atomic_store(&jb.posted, p);              /* seq_cst: pairs with `sleeping` */
-    if (atomic_load(&sleeping)) {
+    atomic_store_explicit(&jb.word, job | (1ULL << 16) | (unsigned)nchunks, memory_order_relaxed);
+    /* release, not seq_cst: no wait for the line to come over. The load of
+     * `sleeping` may then pass the store, so a helper just going to sleep can
+     * miss this job: it claims none of it, the owner runs all of it, and the
+     * next post wakes the helper. */
+    atomic_store_explicit(&jb.posted, p, memory_order_release);
+    if (atomic_load_explicit(&sleeping, memory_order_relaxed)) {
         pthread_mutex_lock(&mu);
         pthread_cond_signal(&cv);
         pthread_mutex_unlock(&mu);
     }
-    unsigned long long w = atomic_load(&jb.word);
+    fn(arg, 0);
+    unsigned long long w = atomic_load_explicit(&jb.word, memory_order_relaxed);
     unsigned lo, hi;
     for (;;) {
         lo = (w >> 16) & 0xffff;
@@ -195,13 +211,13 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
             break;
         if (atomic_compare_exchange_weak(&jb.word, &w, job | ((unsigned long long)(lo + 1) << 16) | hi)) {
             fn(arg, (int)lo);
-            w = atomic_load(&jb.word);
+            w = atomic_load_explicit(&jb.word, memory_order_relaxed);
         }
     }
     /* no chunk is left to claim: wait for those the helper took */
-    int theirs = nchunks - (int)hi;
-    if (atomic_load_explicit(&helper.done, memory_order_acquire) == theirs) {
-        if (theirs > 0)
+    unsigned long long theirs = job | (unsigned)(nchunks - (int)hi);
+    if (atomic_load_explicit(&helper.done, memory_order_acquire) == theirs || hi == (unsigned)nchunks) {
+        if (hi < (unsigned)nchunks)
             atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
         return;
     }
@@ -221,7 +237,7 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
         b = b == 0 ? BACKOFF_MIN_NS : (2 * b > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : 2 * b);
         atomic_store_explicit(&backoff_ns, b, memory_order_relaxed);
         atomic_store_explicit(&backoff_until, t + b, memory_order_relaxed);
-    } else if (theirs > 0) {
+    } else {
         atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
     }
 }
