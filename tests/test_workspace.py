@@ -33,9 +33,22 @@ def test_reuse_same_size_and_alignment(empty_pool):
     assert _root(b) is r and W._idle[0] == 0
     c = W.take((1000, 301), np.float32)        # other size: a new one
     assert _root(c) is not r
-    small = W.take((10,), np.float64)          # below _MIN_BYTES: plain numpy, never pooled
+    small = W.take((10,), np.float64)          # below _MIN_BYTES: from malloc, never pooled
     W.give(small, None)
     assert W._idle[0] == 0
+
+
+def test_small_scratch_starts_on_a_cache_line(empty_pool):
+    """Below _MIN_BYTES too (malloc gives 16-byte alignment): the two cores of
+    a batch-1 step write the halves of such rows, and must not share a line."""
+    for shape, dt in [((2, 1, 128), np.float32), ((3, 7), np.float64), ((1,), np.float32),
+                      ((0, 5), np.float32), ((1, 65535), np.float32)]:
+        for _ in range(5):
+            a = W.take(shape, dt)
+            assert a.shape == shape and a.dtype == dt and a.flags.c_contiguous
+            assert a.flags.writeable and a.ctypes.data % 64 == 0
+            a[...] = 1                               # all of it is writable memory
+            assert a.sum() == a.size
 
 
 def test_full_pool_drops_the_oldest_not_the_newest(empty_pool, monkeypatch):

@@ -1183,6 +1183,11 @@ def _set_cat_max_k(int k):
     return old
 
 
+def line_offset(cnp.ndarray a):
+    """Bytes from a's data to the next 64-byte boundary (0 when on one)."""
+    return (64 - <size_t> cnp.PyArray_DATA(a) % 64) % 64
+
+
 def set_pair(bint on):
     """Allow or forbid the helper core that batch-1 inference and stream
     steps share their work with (src/_core/pair.h)."""
