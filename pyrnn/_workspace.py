@@ -52,10 +52,20 @@ def take(shape, dtype):
     dtype = np.dtype(dtype)
     n = math.prod(shape) * dtype.itemsize     # math.prod: np.prod costs µs per call
     if n < _MIN_BYTES:
-        buf = np.empty(n + 64, np.uint8)
-        return np.ndarray(shape, dtype, buf, _core.line_offset(buf))
+        return on_line(shape, dtype)
     root, off = _root(n, False)
     return root[off:off + n].view(dtype).reshape(shape)
+
+
+def on_line(shape, dtype, fill=None):
+    """An uninitialised C-contiguous array (filled with `fill` if given) whose
+    data starts on a 64-byte line, from malloc; never pooled."""
+    dtype = np.dtype(dtype)
+    buf = np.empty(math.prod(shape) * dtype.itemsize + 64, np.uint8)
+    a = np.ndarray(shape, dtype, buf, _core.line_offset(buf))
+    if fill is not None:
+        a[...] = fill
+    return a
 
 
 class _Lease:

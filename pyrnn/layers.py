@@ -164,11 +164,7 @@ def as_lengths(lengths, T, B):
 def _on_line(a):
     """A flat float32 copy of a starting on a 64-byte line, like the core's own
     packed copies: a 64-byte load of a panel then touches one line, not two."""
-    buf = np.empty(a.size + 16, np.float32)
-    skip = (-buf.ctypes.data % 64) // 4
-    out = buf[skip:skip + a.size]
-    out[...] = a.ravel()
-    return out
+    return _workspace.on_line((a.size,), np.float32, a.ravel())
 
 
 def _panels(W):
