@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -215,6 +216,49 @@ def test_batch1_on_two_cores_same_bits_as_one(cls, H, kw):
                             + [layer.grads[k].copy() for k in sorted(layer.grads)])
             for u, v in zip(*runs):
                 np.testing.assert_array_equal(u, v)
+    finally:
+        _core.set_pair(True)
+        pyrnn.set_num_threads(n)
+
+
+def test_batch1_helper_shared_by_python_threads_same_bits():
+    """Three Python threads run batch-1 layers on 2 pyrnn threads at once: one
+    at a time owns the helper core, the others run alone; with pauses longer
+    than the helper's 200 µs spin it goes to sleep and is woken by the next job
+    (a wake-up that races the post leaves the job to its owner). Every result
+    equals the one-core run, bit for bit."""
+    rng = np.random.default_rng(5)
+    layers = [pyrnn.LSTM(24, 96, seed=1), pyrnn.GRU(24, 112, seed=2),
+              pyrnn.GRU(24, 112, seed=3, reset_after=False)]
+    xs = [rng.standard_normal((int(rng.integers(2, 40)), 1, 24)).astype(np.float32)
+          for _ in range(4)]
+    n = pyrnn.get_num_threads()
+    try:
+        pyrnn.set_num_threads(2)
+        _core.set_pair(False)
+        want = {(i, j): layer(x)[0] for i, layer in enumerate(layers) for j, x in enumerate(xs)}
+        _core.set_pair(True)
+        bad, errors = [], []
+
+        def work(seed):
+            r = np.random.default_rng(seed)
+            try:
+                for _ in range(150):
+                    i, j = int(r.integers(len(layers))), int(r.integers(len(xs)))
+                    if r.random() < 0.2:
+                        time.sleep(r.random() * 0.001)
+                    if not np.array_equal(layers[i](xs[j])[0], want[i, j]):
+                        bad.append((i, j))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert bad == []
     finally:
         _core.set_pair(True)
         pyrnn.set_num_threads(n)
