@@ -841,7 +841,7 @@ def _parser():
         description="Time pyrnn against PyTorch, ONNX Runtime and the NumPy reference, "
                     "side by side in one process.")
     p.add_argument("--cells", type=_parse_choice("--cells", list(CELLS), CELL_ALIASES),
-                   default=None, help="comma list of lstm,gru,rnn,mgru (default lstm,gru,rnn)")
+                   default=None, help="comma list of lstm,gru,rnn,mgru,gru_rb (default lstm,gru,rnn)")
     p.add_argument("--shapes", type=_parse_shapes, default=None,
                    help="comma list of T:B:I:H (default: the issue-3 grid)")
     p.add_argument("--threads", type=_parse_ints("--threads"), default=None,
