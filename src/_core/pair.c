@@ -55,6 +55,7 @@ static struct {
 static struct {
     /* job (32 bits) | chunks of it the helper finished (32) */
     _Atomic unsigned long long done;
+    atomic_ulong chunks;          /* all chunks it ever ran (tests) */
 } __attribute__((aligned(128))) helper;
 /* the owners' copy of posted (owners follow each other through `owned`), so
  * posting reads no line the helper has touched */
@@ -104,6 +105,7 @@ static void *helper_main(void *unused)
             if (atomic_compare_exchange_weak(&jb.word, &w, (w & ~0xffffULL) | (hi - 1))) {
                 jb.fn(jb.arg, (int)hi - 1);
                 atomic_store_explicit(&helper.done, id | ++ndone, memory_order_release);
+                atomic_fetch_add_explicit(&helper.chunks, 1, memory_order_relaxed);
                 w = atomic_load_explicit(&jb.word, memory_order_relaxed);
             }
         }
@@ -171,6 +173,11 @@ int pyrnn_pair_enable(int on)
 {
     atomic_store(&enabled, on != 0);
     return on != 0;
+}
+
+unsigned long pyrnn_pair_helped(void)
+{
+    return atomic_load_explicit(&helper.chunks, memory_order_relaxed);
 }
 
 void pyrnn_pair_release(void)

@@ -18,6 +18,8 @@ typedef void (*pyrnn_chunk_fn)(void *arg, int chunk);
  * 0 if another caller has it or it cannot be started: then run alone. */
 int pyrnn_pair_acquire(void);
 void pyrnn_pair_release(void);
+/* How many chunks the helper has run since the process started (tests). */
+unsigned long pyrnn_pair_helped(void);
 /* Allow (1) or forbid (0) the helper from now on; returns the new setting. */
 int pyrnn_pair_enable(int on);
 /* Owner only: run fn(arg, c) for every chunk c in [0, nchunks < 65536),
