@@ -143,30 +143,40 @@ def test_set_num_threads_rejects_bad_values(restore_core):
         pyrnn.set_num_threads(1.5)
 
 
+def _in_threads(work, args):
+    """work(a) for every a, each in a thread of its own, all at once; fails
+    with the errors any of them raised."""
+    errors = []
+
+    def guarded(a):
+        try:
+            work(a)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 def test_python_threads_at_once(restore_core):
     # several Python threads in forward_train/backward concurrently = serial results
     pyrnn.set_num_threads(1)
     jobs = [(m, p, dt) for m, p in MODES for dt in (np.float32, np.float64)]
     serial = [run(m, p, dt, seed=i) for i, (m, p, dt) in enumerate(jobs)]
     out = [None] * len(jobs)
-    errors = []
     barrier = threading.Barrier(4)
 
     def work(k):
-        try:
-            barrier.wait()
-            for i in range(k, len(jobs), 4):
-                for _ in range(3):
-                    out[i] = run(*jobs[i], seed=i)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
+        barrier.wait()
+        for i in range(k, len(jobs), 4):
+            for _ in range(3):
+                out[i] = run(*jobs[i], seed=i)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    _in_threads(work, range(4))
     for i in range(len(jobs)):
         for a, b in zip(serial[i], out[i]):
             np.testing.assert_array_equal(a, b)
@@ -254,26 +264,18 @@ def test_batch1_helper_shared_by_python_threads_same_bits():
         want = {(i, j): layer(x)[0] for i, layer in enumerate(layers) for j, x in enumerate(xs)}
         _core.set_pair(True)
         helped = _core.pair_helped()
-        bad, errors = [], []
+        bad = []
 
         def work(seed):
             r = np.random.default_rng(seed)
-            try:
-                for _ in range(150):
-                    i, j = int(r.integers(len(layers))), int(r.integers(len(xs)))
-                    if r.random() < 0.2:
-                        time.sleep(r.random() * 0.001)
-                    if not np.array_equal(layers[i](xs[j])[0], want[i, j]):
-                        bad.append((i, j))
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+            for _ in range(150):
+                i, j = int(r.integers(len(layers))), int(r.integers(len(xs)))
+                if r.random() < 0.2:
+                    time.sleep(r.random() * 0.001)
+                if not np.array_equal(layers[i](xs[j])[0], want[i, j]):
+                    bad.append((i, j))
 
-        threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        _in_threads(work, range(3))
         assert bad == []
         assert _core.pair_helped() > helped
     finally:
