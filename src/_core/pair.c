@@ -105,6 +105,9 @@ static void *helper_main(void *unused)
             if (atomic_compare_exchange_weak(&jb.word, &w, (w & ~0xffffULL) | (hi - 1))) {
                 jb.fn(jb.arg, (int)hi - 1);
                 atomic_store_explicit(&helper.done, id | ++ndone, memory_order_release);
+                /* a locked add although the helper is its only writer: it also
+                 * drains the store of `done` at once (a plain store here was
+                 * 3-8% slower at LSTM 100:1:128:128) */
                 atomic_fetch_add_explicit(&helper.chunks, 1, memory_order_relaxed);
                 w = atomic_load_explicit(&jb.word, memory_order_relaxed);
             }
@@ -223,7 +226,7 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
     }
     /* no chunk is left to claim: wait for those the helper took */
     unsigned long long theirs = job | (unsigned)(nchunks - (int)hi);
-    if (atomic_load_explicit(&helper.done, memory_order_acquire) == theirs || hi == (unsigned)nchunks) {
+    if (hi == (unsigned)nchunks || atomic_load_explicit(&helper.done, memory_order_acquire) == theirs) {
         if (hi < (unsigned)nchunks)
             atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
         return;
