@@ -473,3 +473,64 @@ def test_avx512_same_bits_as_avx2(mode, proj, level, restore_core):
                 got[lv] = run(mode, proj, np.float32, B=B, H=H)
             for a, b in zip(got["avx2"], got[level]):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("level", [lv for lv in _core.simd_levels() if lv != "scalar"])
+def test_packed_kernel_either_direction_same_bits(level, restore_core):
+    """The packed product taken last panel first (rev) gives the same bits as
+    first to last, and matches float64: one row (the matrix-vector path),
+    tile remainders (3, 13, 17 rows), an odd and a partial last panel
+    (N = 40, 200), and the [x | h] split of each row."""
+    _core.set_simd_level(level)
+    rng = np.random.default_rng(3)
+    for m, n, k, k1 in [(1, 200, 70, 30), (1, 48, 16, 16), (3, 40, 33, 0), (8, 96, 64, 20),
+                        (13, 200, 50, 49), (17, 40, 129, 64)]:
+        A = rng.standard_normal((m, k)).astype(np.float32)
+        W = rng.standard_normal((n, k)).astype(np.float32)
+        fwd = _core._packed_product(A, W, k1, False)
+        back = _core._packed_product(A, W, k1, True)
+        np.testing.assert_array_equal(fwd, back)
+        np.testing.assert_allclose(fwd, A.astype(np.float64) @ W.T.astype(np.float64),
+                                   rtol=1e-5, atol=1e-4)
+    with pytest.raises(TypeError, match="float32"):
+        _core._packed_product(A.astype(np.float64), W, 0, False)
+    with pytest.raises(ValueError, match="k1"):
+        _core._packed_product(A, W, k + 1, False)
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+@pytest.mark.parametrize("B, I, H", [(1, 6, 32), (10, 6, 8), (3, 500, 40)])
+def test_steps_alternating_weight_direction_same_bits(mode, proj, B, I, H, restore_core):
+    """Every other step reads the packed weights last to first (packed.h):
+    the bits equal those of one direction throughout, forward, every
+    gradient and a stream, on 1 and 2 threads (batch 1 on two cores too);
+    the [x | h] product (B = 10), the separate projection (I = 500)."""
+    rng = np.random.default_rng(5)
+    T = 9
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = np.minimum(rng.integers(1, T + 1, B), T)
+    dy = rng.standard_normal((T, B, 2 * (proj or H))).astype(np.float32)
+    layer = make_layer(mode, I, H, 2, True, proj, dtype=np.float32, seed=4)
+    one = make_layer(mode, I, H, 2, False, proj, dtype=np.float32, seed=4)
+
+    def outputs():
+        layer.zero_grad()
+        y, hn, backward = layer.forward_train(x, None, lengths)
+        dx, dhx = backward(dy)
+        st = pyrnn.stream.Stream(one, batch_size=B)
+        steps = [st.step(x[t]).copy() for t in range(T)]
+        return ([y, layer(x, None, lengths)[0], dx] + _flat(hn) + _flat(dhx) + steps
+                + [layer.grads[k].copy() for k in sorted(layer.grads)])
+
+    old = _core._set_zigzag(False)
+    try:
+        for n in (1, 2):
+            pyrnn.set_num_threads(n)
+            _core._set_zigzag(False)
+            want = outputs()
+            _core._set_zigzag(True)
+            got = outputs()
+            for u, v in zip(want, got):
+                np.testing.assert_array_equal(u, v)
+    finally:
+        _core._set_zigzag(old)

@@ -34,6 +34,11 @@ cdef extern from "packed.h" nogil:
     void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
                               const float *A2, int lda2, const float *P, float *C, int ldc,
                               int acc)
+    void pyrnn_gemm_packed_dir_f(int M, int N, int K, const float *A, int lda, const float *P,
+                                 float *C, int ldc, int acc, int rev)
+    void pyrnn_gemm_packed2_dir_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                                  const float *A2, int lda2, const float *P, float *C, int ldc,
+                                  int acc, int rev)
 
 cdef extern from "gemm_tn.h" nogil:
     void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -105,6 +110,13 @@ GH_PAD = PAIR_GH_PAD     # see PAIR_GH_PAD: layers.py sizes GH with it
 
 cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
 cdef int cat_max_k = CAT_MAX_K                 # _set_cat_max_k (tests, A/B)
+cdef int zigzag = 1                            # _set_zigzag (tests, A/B)
+
+
+cdef inline int step_rev(int step) noexcept nogil:
+    """Whether step `step` takes the packed weights last to first: every other
+    one, so that each step starts on what the previous one read last (packed.h)."""
+    return step & zigzag
 
 
 
@@ -327,12 +339,13 @@ cdef bint packed_product(int m, int n, int k, const float *A, int lda, const flo
     return True
 
 
-cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh) noexcept nogil:
-    """gh (nb, G*H) = hp (nb, P) @ W_hh^T: the packed kernel when prepared."""
+cdef inline void rec_gemm(Seq *s, int nb, const floating *hp, floating *gh, int rev) noexcept nogil:
+    """gh (nb, G*H) = hp (nb, P) @ W_hh^T: the packed kernel when prepared
+    (rev: its panels last to first, alternated by step; see packed.h)."""
     cdef int GH = s.G * s.H
     if floating is float:
         if s.Wpk != NULL:
-            pyrnn_gemm_packed_f(nb, GH, s.P, hp, s.P, s.Wpk, gh, GH, 0)
+            pyrnn_gemm_packed_dir_f(nb, GH, s.P, hp, s.P, s.Wpk, gh, GH, 0, rev)
             return
     gemm(False, True, nb, GH, s.P, <floating> 1, hp, s.P, <floating *> s.Whh, s.P,
          <floating> 0, gh, GH)
@@ -353,6 +366,7 @@ cdef inline int chunk_units(int H) noexcept nogil:
 cdef struct Pair1:
     Seq *s
     int t, cw
+    int rev        # this step's weights last to first (step parity, packed.h)
     const float *hp
     const float *cp
     float *hd
@@ -366,7 +380,7 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
     every gate's product, then their gates."""
     cdef Pair1 *q = <Pair1 *> arg
     cdef Seq *s = q.s
-    cdef int H = s.H, GH = s.G * s.H, u0 = q.cw * chunk, g, kind = s.kind
+    cdef int H = s.H, GH = s.G * s.H, u0 = q.cw * chunk, g, gi, kind = s.kind
     cdef int n = min(q.cw, H - u0)
     cdef const float *gx = <float *> s.GX + <size_t> q.t * GH + u0
     cdef const float *bx = <float *> s.bx + u0
@@ -374,9 +388,10 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
     cdef float *y = <float *> s.Y + <size_t> q.t * s.ldy + u0
     cdef float *At = q.At + u0 if q.At != NULL else NULL
     cdef float *X2t = q.X2t + u0 if q.X2t != NULL else NULL
-    for g in range(s.G):
-        pyrnn_gemm_packed_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H,
-                            gh + g * H, GH, 0)
+    for gi in range(s.G):
+        g = s.G - 1 - gi if q.rev else gi
+        pyrnn_gemm_packed_dir_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H,
+                                gh + g * H, GH, 0, q.rev)
     if kind == K_RNN_TANH or kind == K_RNN_RELU:
         rnn_fwd(kind == K_RNN_RELU, 1, n, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0,
                 y, s.ldy, At)
@@ -395,12 +410,13 @@ cdef void grb_pair1_chunk(void *arg, int chunk) noexcept nogil:
     r and z columns, r, z and r*h (all of r*h is needed before the second)."""
     cdef Pair1 *q = <Pair1 *> arg
     cdef Seq *s = q.s
-    cdef int H = s.H, u0 = q.cw * chunk, g
+    cdef int H = s.H, u0 = q.cw * chunk, g, gi
     cdef int n = min(q.cw, H - u0)
     cdef float *gh = <float *> s.GH + chunk * (3 * H + PAIR_GH_PAD) + u0
-    for g in range(2):
-        pyrnn_gemm_packed_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H, gh + g * H,
-                            2 * H, 0)
+    for gi in range(2):
+        g = 1 - gi if q.rev else gi
+        pyrnn_gemm_packed_dir_f(1, n, H, q.hp, H, s.Wpk + <size_t> (g * H + u0) * H,
+                                gh + g * H, 2 * H, 0, q.rev)
     grb_fwd1_f(1, n, H, s.len, q.t, <float *> s.GX + <size_t> q.t * 3 * H + u0,
                <float *> s.bx + u0, gh, q.hp + u0, q.At + u0, q.X2t + u0)
 
@@ -412,7 +428,8 @@ cdef void grb_pair2_chunk(void *arg, int chunk) noexcept nogil:
     cdef int H = s.H, u0 = q.cw * chunk
     cdef int n = min(q.cw, H - u0)
     cdef float *ghn = <float *> s.GH + chunk * (3 * H + PAIR_GH_PAD) + 2 * H + u0
-    pyrnn_gemm_packed_f(1, n, H, q.X2t, H, s.Wpk + s.sec3 + <size_t> u0 * H, ghn, H, 0)
+    pyrnn_gemm_packed_dir_f(1, n, H, q.X2t, H, s.Wpk + s.sec3 + <size_t> u0 * H, ghn, H, 0,
+                            q.rev)
     grb_fwd2_f(1, n, H, s.len, q.t, <float *> s.GX + <size_t> q.t * 3 * H + u0,
                <float *> s.bx + u0, ghn, q.hp + u0, q.At + u0, q.hd + u0,
                <float *> s.Y + <size_t> q.t * s.ldy + u0, s.ldy)
@@ -431,31 +448,35 @@ cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
 
 cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, size_t sec2,
                    size_t sec3, const float *x, int ldx, const float *h, int ldh, float *gx,
-                   float *gh, int u0, int u1) noexcept nogil:
+                   float *gh, int u0, int u1, int rev) noexcept nogil:
     """Gate pre-activations of units [u0, u1) of B rows from [x | h] (rows of
     x and h, strides ldx and ldh) in one pass over the packed [W_ih | W_hh]
     (W): all columns at once, or gate by gate for a slice. GRU: r, z from
     [x | h] into gx, the n gate's x part into gx and its h part into gh (r
     multiplies only that); GRU-RB the same without that h part (r*h is not
-    known yet)."""
-    cdef int K = I + P, GH = G * H, g, n = u1 - u0
-    if kind == K_GRU or kind == K_GRU_RB:
-        if u0 == 0 and u1 == H:
-            pyrnn_gemm_packed2_f(B, 2 * H, I, x, ldx, P, h, ldh, W, gx, GH, 0)
-        else:
-            for g in range(2):
-                pyrnn_gemm_packed2_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
-                                     gx + g * H + u0, GH, 0)
+    known yet). rev: every pass and the passes' order last to first."""
+    cdef int K = I + P, GH = G * H, g, gi, n = u1 - u0
+    cdef bint gru = kind == K_GRU or kind == K_GRU_RB
+    if gru and rev:
+        if kind == K_GRU:
+            pyrnn_gemm_packed_dir_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
+                                    GH, 0, 1)
+        pyrnn_gemm_packed_dir_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0,
+                                GH, 0, 1)
+    if gru:
+        G = 2       # r and z from [x | h]; n below
+    if u0 == 0 and u1 == H:
+        pyrnn_gemm_packed2_dir_f(B, G * H, I, x, ldx, P, h, ldh, W, gx, GH, 0, rev)
+    else:
+        for gi in range(G):
+            g = G - 1 - gi if rev else gi
+            pyrnn_gemm_packed2_dir_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
+                                     gx + g * H + u0, GH, 0, rev)
+    if gru and not rev:
         pyrnn_gemm_packed_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0, GH, 0)
         if kind == K_GRU:
             pyrnn_gemm_packed_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
                                 GH, 0)
-    elif u0 == 0 and u1 == H:
-        pyrnn_gemm_packed2_f(B, GH, I, x, ldx, P, h, ldh, W, gx, GH, 0)
-    else:
-        for g in range(G):
-            pyrnn_gemm_packed2_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
-                                 gx + g * H + u0, GH, 0)
 
 
 cdef bint cat_applies(Seq *s) noexcept nogil:
@@ -503,17 +524,17 @@ cdef void cat_begin(Seq *s) noexcept nogil:
     s.cat = 1
 
 
-cdef inline void cat_rows(Seq *s, int t, int b0, int nb, const float *hp) noexcept nogil:
+cdef inline void cat_rows(Seq *s, int t, int b0, int nb, const float *hp, int rev) noexcept nogil:
     """Step t's gate products for batch rows [b0, b0 + nb) from [x_t | h]."""
     cdef int GH = s.G * s.H
     cat_gemm(s.kind, nb, s.Ni, s.P, s.H, s.G, s.Wpk, s.sec2, s.sec3,
              <float *> s.X + (<size_t> t * s.B + b0) * s.Ni, s.Ni, hp, s.P,
-             s.xg + <size_t> b0 * GH, <float *> s.GH + <size_t> b0 * GH, 0, s.H)
+             s.xg + <size_t> b0 * GH, <float *> s.GH + <size_t> b0 * GH, 0, s.H, rev)
 
 
 cdef inline void grb_fwd_products(Seq *s, int nb, const int64_t *ln, int t, const floating *gx,
                                   floating *gh, floating *ghn, const floating *hp,
-                                  floating *At, floating *X2t) noexcept nogil:
+                                  floating *At, floating *X2t, int rev) noexcept nogil:
     """GRU-RB's step up to its n gate: the r,z products (unless [x | h] made
     them, s.cat), r and z, r*h into X2t, then ghn = (r*h) @ W_hn^T."""
     cdef int H = s.H
@@ -521,9 +542,9 @@ cdef inline void grb_fwd_products(Seq *s, int nb, const int64_t *ln, int t, cons
     if floating is float:
         if s.Wpk != NULL:
             if not s.cat:
-                pyrnn_gemm_packed_f(nb, 2 * H, H, hp, H, s.Wpk, gh, 2 * H, 0)
+                pyrnn_gemm_packed_dir_f(nb, 2 * H, H, hp, H, s.Wpk, gh, 2 * H, 0, rev)
             grb_fwd1(nb, H, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
-            pyrnn_gemm_packed_f(nb, H, H, X2t, H, s.Wpk + s.sec3, ghn, H, 0)
+            pyrnn_gemm_packed_dir_f(nb, H, H, X2t, H, s.Wpk + s.sec3, ghn, H, 0, rev)
             return
     gemm(False, True, nb, 2 * H, H, <floating> 1, hp, H, Whh, H, <floating> 0, gh, 2 * H)
     grb_fwd1(nb, H, H, ln, t, gx, <floating *> s.bx, gh, hp, At, X2t)
@@ -619,6 +640,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             if s.pair:
                 # batch 1: this step's units shared with the helper core
                 q.t, q.hp, q.cp, q.hd, q.cd, q.At, q.X2t = t, hp, cp, hd, cd, At, X2t
+                q.rev = step_rev(step)
                 if kind == K_GRU_RB:
                     pyrnn_pair_run(grb_pair1_chunk, &q, (H + q.cw - 1) // q.cw)
                     pyrnn_pair_run(grb_pair2_chunk, &q, (H + q.cw - 1) // q.cw)
@@ -626,10 +648,10 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                     pyrnn_pair_run(pair1_chunk, &q, (H + q.cw - 1) // q.cw)
                 continue
             if s.cat:
-                cat_rows(s, t, b0, nb, hp)
+                cat_rows(s, t, b0, nb, hp, step_rev(step))
                 gx = <floating *> s.xg + <size_t> b0 * GH
         if kind != K_GRU_RB and not s.cat:
-            rec_gemm(s, nb, hp, gh)
+            rec_gemm(s, nb, hp, gh, step_rev(step))
         if kind == K_RNN_TANH or kind == K_RNN_RELU:
             rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
         elif kind == K_LSTM:
@@ -643,7 +665,7 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
         elif kind == K_GRU:
             gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
-            grb_fwd_products(s, nb, ln, t, gx, gh, ghn, hp, At, X2t)
+            grb_fwd_products(s, nb, ln, t, gx, gh, ghn, hp, At, X2t, step_rev(step))
             grb_fwd2(nb, H, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
             mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
@@ -752,6 +774,7 @@ cdef struct PairT:
     float *dhx
     int cw
     int t           # GRU-RB: the step, its gates, h_prev and d(r*h)
+    int rev         # this step's weights last to first (packed.h)
     const float *At
     const float *hp
     float *dm
@@ -762,8 +785,8 @@ cdef void bwd_chunk(void *arg, int chunk) noexcept nogil:
     cdef PairT *q = <PairT *> arg
     cdef Seq *s = q.s
     cdef int GH = s.G * s.H, c0 = q.cw * chunk
-    pyrnn_gemm_packed_f(1, min(q.cw, s.P - c0), GH, q.dg, GH, s.Wpk + <size_t> c0 * GH,
-                        q.dhx + c0, s.P, 1)
+    pyrnn_gemm_packed_dir_f(1, min(q.cw, s.P - c0), GH, q.dg, GH, s.Wpk + <size_t> c0 * GH,
+                            q.dhx + c0, s.P, 1, q.rev)
 
 
 cdef void grb_bwd_chunk1(void *arg, int chunk) noexcept nogil:
@@ -773,8 +796,8 @@ cdef void grb_bwd_chunk1(void *arg, int chunk) noexcept nogil:
     cdef Seq *s = q.s
     cdef int H = s.H, c0 = q.cw * chunk
     cdef int n = min(q.cw, H - c0)
-    pyrnn_gemm_packed_f(1, n, H, q.dg + 2 * H, 3 * H, s.Wpk + s.sec3 + <size_t> c0 * H,
-                        q.dm + c0, H, 0)
+    pyrnn_gemm_packed_dir_f(1, n, H, q.dg + 2 * H, 3 * H, s.Wpk + s.sec3 + <size_t> c0 * H,
+                            q.dm + c0, H, 0, q.rev)
     grb_bwd2_f(1, n, H, s.len, q.t, q.At + c0, q.hp + c0, q.dm + c0, <float *> q.dg + c0,
                q.dhx + c0)
 
@@ -784,15 +807,16 @@ cdef void grb_bwd_chunk2(void *arg, int chunk) noexcept nogil:
     cdef PairT *q = <PairT *> arg
     cdef Seq *s = q.s
     cdef int H = s.H, c0 = q.cw * chunk
-    pyrnn_gemm_packed_f(1, min(q.cw, H - c0), 2 * H, q.dg, 3 * H,
-                        s.Wpk + <size_t> c0 * 2 * H, q.dhx + c0, H, 1)
+    pyrnn_gemm_packed_dir_f(1, min(q.cw, H - c0), 2 * H, q.dg, 3 * H,
+                            s.Wpk + <size_t> c0 * 2 * H, q.dhx + c0, H, 1, q.rev)
 
 
 cdef void wgrad_chunk(void *arg, int k) noexcept nogil:
     wgrad_part(<Seq *> arg, <float *> NULL, k, 2)
 
 
-cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx) noexcept nogil:
+cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx,
+                            int rev) noexcept nogil:
     """dhx (nb, P) += dg (nb, G*H) @ W_hh: the packed kernel when prepared,
     at batch 1 shared with the helper core when this call owns it."""
     cdef int GH = s.G * s.H
@@ -800,10 +824,10 @@ cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx) n
     if floating is float:
         if s.Wpk != NULL:
             if s.pair and nb == 1:
-                q.s, q.dg, q.dhx, q.cw = s, dg, dhx, chunk_units(s.P)
+                q.s, q.dg, q.dhx, q.cw, q.rev = s, dg, dhx, chunk_units(s.P), rev
                 pyrnn_pair_run(bwd_chunk, &q, (s.P + q.cw - 1) // q.cw)
                 return
-            pyrnn_gemm_packed_f(nb, s.P, GH, dg, GH, s.Wpk, dhx, s.P, 1)
+            pyrnn_gemm_packed_dir_f(nb, s.P, GH, dg, GH, s.Wpk, dhx, s.P, 1, rev)
             return
     gemm(False, False, nb, s.P, GH, <floating> 1, dg, GH, <floating *> s.Whh, s.P,
          <floating> 1, dhx, s.P)
@@ -811,7 +835,7 @@ cdef inline void rec_gemm_t(Seq *s, int nb, const floating *dg, floating *dhx) n
 
 cdef inline void grb_bwd_products(Seq *s, int nb, const int64_t *ln, int t, const floating *At,
                                   const floating *hp, floating *dm, floating *dg,
-                                  floating *dhx) noexcept nogil:
+                                  floating *dhx, int rev) noexcept nogil:
     """GRU-RB's step after grb_bwd1: d(r*h) = dn_pre @ W_hn into dm, then dr
     and its part of dhx (grb_bwd2), then dhx += [dr, dz]_pre @ W_hr,z."""
     cdef int H = s.H, GH = 3 * s.H
@@ -819,15 +843,15 @@ cdef inline void grb_bwd_products(Seq *s, int nb, const int64_t *ln, int t, cons
     cdef PairT q
     if floating is float:
         if s.Wpk != NULL and s.pair and nb == 1:
-            q.s, q.dg, q.dhx, q.cw = s, dg, dhx, chunk_units(H)
+            q.s, q.dg, q.dhx, q.cw, q.rev = s, dg, dhx, chunk_units(H), rev
             q.t, q.At, q.hp, q.dm = t, At, hp, dm
             pyrnn_pair_run(grb_bwd_chunk1, &q, (H + q.cw - 1) // q.cw)
             pyrnn_pair_run(grb_bwd_chunk2, &q, (H + q.cw - 1) // q.cw)
             return
         if s.Wpk != NULL:
-            pyrnn_gemm_packed_f(nb, H, H, dg + 2 * H, GH, s.Wpk + s.sec3, dm, H, 0)
+            pyrnn_gemm_packed_dir_f(nb, H, H, dg + 2 * H, GH, s.Wpk + s.sec3, dm, H, 0, rev)
             grb_bwd2(nb, H, H, ln, t, At, hp, dm, dg, dhx)
-            pyrnn_gemm_packed_f(nb, H, 2 * H, dg, GH, s.Wpk, dhx, H, 1)
+            pyrnn_gemm_packed_dir_f(nb, H, 2 * H, dg, GH, s.Wpk, dhx, H, 1, rev)
             return
     gemm(False, False, nb, H, H, <floating> 1, dg + 2 * H, GH, Whh + <size_t> 2 * H * H, H,
          <floating> 0, dm, H)
@@ -893,7 +917,7 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
                 hn_t = Hs + (<size_t> (t - 1 if s.reverse else t + 1) * B + b0) * P
             rnn_bwd(kind == K_RNN_RELU, nb, H, ln, t, hn_t, dY + row * ldy, ldy,
                     dhc, dg, dhx)
-            rec_gemm_t(s, nb, dg, dhx)
+            rec_gemm_t(s, nb, dg, dhx, step_rev(cur))
         elif kind == K_LSTM:
             if s.proj:
                 proj_bwd_pre(nb, P, ln, t, dY + row * ldy, ldy, dhc, dHT + row * P, dhx)
@@ -904,20 +928,20 @@ cdef void bwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             else:
                 lstm_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, Cs + row * H,
                          dY + row * ldy, ldy, dhc, dcc, dg, dcx, dhx)
-            rec_gemm_t(s, nb, dg, dhx)
+            rec_gemm_t(s, nb, dg, dhx, step_rev(cur))
         elif kind == K_GRU:
             gru_bwd(nb, H, ln, t, A + row * GA, X2 + row * H, hp, dY + row * ldy, ldy,
                     dhc, dg, dgs, dhx)
             # r and z rows equal dGX's; keep only the n block for the weight grads
             for b in range(nb):
                 memcpy(dGH + (row + b) * H, dgs + <size_t> b * GH + 2 * H, H * sizeof(floating))
-            rec_gemm_t(s, nb, dgs, dhx)
+            rec_gemm_t(s, nb, dgs, dhx, step_rev(cur))
         elif kind == K_GRU_RB:
             grb_bwd1(nb, H, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
-            grb_bwd_products(s, nb, ln, t, A + row * GA, hp, dm, dg, dhx)
+            grb_bwd_products(s, nb, ln, t, A + row * GA, hp, dm, dg, dhx, step_rev(cur))
         else:
             mgru_bwd(nb, H, ln, t, A + row * GA, hp, dY + row * ldy, ldy, dhc, dg, dhx)
-            rec_gemm_t(s, nb, dg, dhx)
+            rec_gemm_t(s, nb, dg, dhx, step_rev(cur))
         cur = 1 - cur
 
     memcpy(<floating *> s.dh0 + <size_t> b0 * P, dhbuf + <size_t> cur * B * P + <size_t> b0 * P,
@@ -1189,6 +1213,37 @@ def _set_cat_max_k(int k):
     return old
 
 
+def _set_zigzag(bint on):
+    """Alternate the packed weights' direction between steps (default) or not;
+    returns the previous setting. For tests and A/B timing only."""
+    global zigzag
+    old = zigzag
+    zigzag = 1 if on else 0
+    return bool(old)
+
+
+def _packed_product(cnp.ndarray A, cnp.ndarray W, int k1, bint rev):
+    """A (m, k) @ W (n, k)^T through the packed kernel (float32, C-contiguous,
+    checked here), A's rows split as [A[:, :k1] | A[:, k1:]]; rev: the panels
+    last to first. For tests of the kernel itself."""
+    if (A.dtype != np.float32 or W.dtype != np.float32 or A.ndim != 2 or W.ndim != 2
+            or not cnp.PyArray_IS_C_CONTIGUOUS(A) or not cnp.PyArray_IS_C_CONTIGUOUS(W)):
+        raise TypeError("A and W must be C-contiguous 2-D float32 arrays")
+    cdef int m = A.shape[0], k = A.shape[1], n = W.shape[0]
+    if W.shape[1] != k or not 0 <= k1 <= k:
+        raise ValueError("A is (m, k), W (n, k), 0 <= k1 <= k")
+    if not pyrnn_simd_active():
+        raise RuntimeError("the packed kernel needs AVX2+FMA")
+    P = np.empty(pyrnn_packed_size(n, k), np.float32)
+    C = np.zeros((m, n), np.float32)
+    cdef const float *a = <float *> cnp.PyArray_DATA(A)
+    cdef float *pp = <float *> cnp.PyArray_DATA(P)
+    pyrnn_pack_f(n, k, <float *> cnp.PyArray_DATA(W), k, 1, pp)
+    pyrnn_gemm_packed2_dir_f(m, n, k1, a, k, k - k1, a + k1, k, pp,
+                             <float *> cnp.PyArray_DATA(C), n, 0, rev)
+    return C
+
+
 def line_offset(cnp.ndarray a):
     """Bytes from a's data to the next 64-byte boundary (0 when on one)."""
     return (64 - <size_t> cnp.PyArray_DATA(a) % 64) % 64
@@ -1251,12 +1306,13 @@ cdef struct StreamLayer:
     # every gate) shared with the helper thread; 0: never split
     int nchunk, cw
     const void *x    # this step's input (B, I), for the fused product
+    int flip     # this step's weights last to first: alternates (packed.h)
     void *zero   # (B, G*H) zeros: the fused product leaves no separate h part
 
 
 cdef inline void cat_products(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
     cat_gemm(L.kind, B, L.Ni, L.P, L.H, L.G, L.Wcat, L.sec2, L.sec3, <float *> L.x, L.Ni,
-             <float *> L.h, L.P, <float *> L.gx, <float *> L.gh, u0, u1)
+             <float *> L.h, L.P, <float *> L.gx, <float *> L.gh, u0, u1, step_rev(L.flip))
 
 
 cdef void cat_units(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
@@ -1300,13 +1356,14 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
         if L.Wcat != NULL and pyrnn_simd_active():
             # one pass over the packed weights for all gates, from [x | h]
             L.x = <const void *> x
+            L.flip ^= 1
             if kind == K_GRU_RB:
                 # r,z from [x | h] and n's x part in one pass, then W_hn (r*h)
                 cat_products(L, B, 0, H)
                 grb_fwd1(B, H, H, NULL, 0, gx, <floating *> L.bx, <floating *> L.zero, h,
                          <floating *> L.A, X2)
-                pyrnn_gemm_packed_f(B, H, H, X2, H, L.Wcat + L.sec3, gh + <size_t> B * 2 * H,
-                                    H, 0)
+                pyrnn_gemm_packed_dir_f(B, H, H, X2, H, L.Wcat + L.sec3,
+                                        gh + <size_t> B * 2 * H, H, 0, step_rev(L.flip))
                 grb_fwd2(B, H, H, NULL, 0, gx, <floating *> L.bx, gh + <size_t> B * 2 * H, h,
                          <floating *> L.A, hn, y, P)
                 memcpy(h, hn, <size_t> B * P * sizeof(float))

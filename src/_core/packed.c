@@ -318,7 +318,7 @@ static void tile8x32(int K1, const float *A1, int lda1, int K2, const float *A2,
 __attribute__((target("avx2,fma")))
 static void avx2_block(int m_lo, int m_hi, int p_lo, int p_hi, int N, int K1, const float *A1,
                        int lda1, int K2, const float *A2, int lda2, const float *P, float *C,
-                       int ldc, int acc)
+                       int ldc, int acc, int rev)
 {
     int M = m_hi - m_lo, K = K1 + K2;
     A1 += (size_t)m_lo * lda1;
@@ -326,7 +326,8 @@ static void avx2_block(int m_lo, int m_hi, int p_lo, int p_hi, int N, int K1, co
     C += (size_t)m_lo * ldc;
     /* panel outer: its K x 16 weights stay in L1/L2 while every row block of
      * A (kept small enough by the caller to stay in L2) passes over it */
-    for (int p = p_lo; p < p_hi; p++) {
+    for (int pi = p_lo; pi < p_hi; pi++) {
+        int p = rev ? p_hi - 1 - (pi - p_lo) : pi;
         int cols = N - p * NR < NR ? N - p * NR : NR;
         const float *pp = P + (size_t)p * NR * K;
         /* 6-row tiles, then 4-row ones: a remainder of 1 or 2 rows takes one
@@ -373,8 +374,9 @@ static void row1_512(int K1, const float *A1, int K2, const float *A2, const flo
     else memcpy(c, r, (size_t)cols * sizeof(float));
 }
 
-void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
-                          const float *A2, int lda2, const float *P, float *C, int ldc, int acc)
+void pyrnn_gemm_packed2_dir_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                              const float *A2, int lda2, const float *P, float *C, int ldc,
+                              int acc, int rev)
 {
     int panels = (N + NR - 1) / NR, K = K1 + K2;
     if (K2 == 0)
@@ -382,7 +384,8 @@ void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K
     if (M == 1) {
         void (*r1)(int, const float *, int, const float *, const float *, float *, int, int) =
             pyrnn_simd_level() >= PYRNN_SIMD_AVX512 ? row1_512 : row1;
-        for (int p = 0; p < panels; p++) {
+        for (int pi = 0; pi < panels; pi++) {
+            int p = rev ? panels - 1 - pi : pi;
             int cols = N - p * NR < NR ? N - p * NR : NR;
             r1(K1, A1, K2, A2, P + (size_t)p * NR * K, C + p * NR, cols, acc);
         }
@@ -395,28 +398,49 @@ void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K
         m8 = M / 8 * 8;
         pairs = m8 ? panels / 2 : 0;
     }
-    for (int q = 0; q < pairs; q++) {
+    /* rev: every pass in the opposite order, so the weights a step read last
+     * are the first the next step reads */
+    if (rev)
+        avx2_block(m8, M, 0, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc, 1);
+    if (rev && m8 > 0 && 2 * pairs < panels)
+        avx2_block(0, m8, 2 * pairs, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc, 1);
+    for (int qi = 0; qi < pairs; qi++) {
+        int q = rev ? pairs - 1 - qi : qi;
         int p = 2 * q, cols1 = N - (p + 1) * NR < NR ? N - (p + 1) * NR : NR;
         const float *p0 = P + (size_t)p * NR * K, *p1 = p0 + (size_t)NR * K;
         for (int m0 = 0; m0 < m8; m0 += 8)
             tile8x32(K1, A1 + (size_t)m0 * lda1, lda1, K2, A2 + (size_t)m0 * lda2, lda2, p0, p1,
                      C + (size_t)m0 * ldc + p * NR, ldc, cols1, acc);
     }
-    if (m8 > 0 && 2 * pairs < panels)
-        avx2_block(0, m8, 2 * pairs, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc);
-    avx2_block(m8, M, 0, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc);
+    if (!rev && m8 > 0 && 2 * pairs < panels)
+        avx2_block(0, m8, 2 * pairs, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc, 0);
+    if (!rev)
+        avx2_block(m8, M, 0, panels, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc, 0);
 }
 #else
+void pyrnn_gemm_packed2_dir_f(int M, int N, int K1, const float *A1, int lda1, int K2,
+                              const float *A2, int lda2, const float *P, float *C, int ldc,
+                              int acc, int rev)
+{
+    (void)M; (void)N; (void)K1; (void)A1; (void)lda1; (void)K2; (void)A2; (void)lda2;
+    (void)P; (void)C; (void)ldc; (void)acc; (void)rev;
+}
+#endif
+
 void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
                           const float *A2, int lda2, const float *P, float *C, int ldc, int acc)
 {
-    (void)M; (void)N; (void)K1; (void)A1; (void)lda1; (void)K2; (void)A2; (void)lda2;
-    (void)P; (void)C; (void)ldc; (void)acc;
+    pyrnn_gemm_packed2_dir_f(M, N, K1, A1, lda1, K2, A2, lda2, P, C, ldc, acc, 0);
 }
-#endif
 
 void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P,
                          float *C, int ldc, int acc)
 {
-    pyrnn_gemm_packed2_f(M, N, K, A, lda, 0, A, lda, P, C, ldc, acc);
+    pyrnn_gemm_packed2_dir_f(M, N, K, A, lda, 0, A, lda, P, C, ldc, acc, 0);
+}
+
+void pyrnn_gemm_packed_dir_f(int M, int N, int K, const float *A, int lda, const float *P,
+                             float *C, int ldc, int acc, int rev)
+{
+    pyrnn_gemm_packed2_dir_f(M, N, K, A, lda, 0, A, lda, P, C, ldc, acc, rev);
 }
