@@ -451,3 +451,48 @@ def test_packed_stream_weights_on_a_cache_line(mode):
         parts = [np.concatenate([Wih, Whh], axis=1)]
     assert spec["Wcat"].ctypes.data % 64 == 0
     np.testing.assert_array_equal(spec["Wcat"], np.concatenate([_panels(w) for w in parts]))
+
+
+def _other_thread_ran_during_step(stream, x):
+    """Whether a waiting Python thread ran bytecode while stream.step(x) ran:
+    it counts in a loop; the count is read just before and after the step."""
+    import sys
+    count, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)       # it waits for the GIL, but this thread keeps it
+    th = threading.Thread(target=spin)
+    th.start()
+    try:
+        seen = []
+        for _ in range(5):
+            before = count[0]
+            stream.step(x)
+            seen.append(count[0] - before)
+        return seen
+    finally:
+        stop.set()
+        th.join()
+        sys.setswitchinterval(old)
+
+
+def test_gil_released_only_for_steps_worth_it():
+    """A step of at least _core's STREAM_NOGIL_MACS multiply-adds releases the
+    GIL (another Python thread runs meanwhile); a shorter one keeps it, as
+    NumPy does for small arrays, since the hand-off costs more than the step."""
+    from pyrnn import _core
+    small = Stream(pyrnn.RNN(16, 16, seed=0), batch_size=1)          # 512 multiply-adds
+    big = Stream(pyrnn.LSTM(256, 256, seed=0), batch_size=64)          # 33.5 M
+    xs = np.zeros((1, 16), np.float32)
+    xb = np.ones((64, 256), np.float32)
+    assert max(_other_thread_ran_during_step(big, xb)) > 0
+    assert max(_other_thread_ran_during_step(small, xs)) == 0
+    old = _core._set_stream_nogil_macs(1e18)
+    try:
+        assert max(_other_thread_ran_during_step(big, xb)) == 0
+    finally:
+        _core._set_stream_nogil_macs(old)

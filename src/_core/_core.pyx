@@ -100,6 +100,12 @@ cdef enum:
     PROJ_PACKED_ROWS = 1024
     # ... and at any row count for inputs this narrow (200:16:64:64: 2-6% faster)
     PROJ_PACKED_NI = 64
+    # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
+    # does for small arrays: releasing it costs more than such a step when
+    # another Python thread waits for it (a futex wake each way: 4 batch-1
+    # LSTM H = 128 streams on 2 Python threads took 0.32-0.97x the steps per
+    # second of one thread, in turns at the GIL)
+    STREAM_NOGIL_MACS = 262144
     # columns of the bias-gradient sums per sweep (a stack buffer)
     BIAS_CHUNK = 512
     # at batch >= 2, inputs + state at most this wide: each step's product is
@@ -111,6 +117,7 @@ GH_PAD = PAIR_GH_PAD     # see PAIR_GH_PAD: layers.py sizes GH with it
 cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
 cdef int cat_max_k = CAT_MAX_K                 # _set_cat_max_k (tests, A/B)
 cdef int zigzag = 1                            # _set_zigzag (tests, A/B)
+cdef double stream_nogil_macs = STREAM_NOGIL_MACS   # _set_stream_nogil_macs
 
 
 cdef inline int step_rev(int step) noexcept nogil:
@@ -1213,6 +1220,15 @@ def _set_cat_max_k(int k):
     return old
 
 
+def _set_stream_nogil_macs(double macs):
+    """Stream steps of at least this many multiply-adds release the GIL (0:
+    every step); returns the previous value. For tests and A/B timing."""
+    global stream_nogil_macs
+    old = stream_nogil_macs
+    stream_nogil_macs = macs
+    return old
+
+
 def _set_zigzag(bint on):
     """Alternate the packed weights' direction between steps (default) or not;
     returns the previous setting. For tests and A/B timing only."""
@@ -1442,6 +1458,7 @@ cdef class StreamCore:
     cdef StreamLayer *layers
     cdef int nl, B, Ni, busy, can_pair
     cdef bint double
+    cdef double macs      # multiply-adds per step (see STREAM_NOGIL_MACS)
     cdef list keep
     cdef object out2, out1
 
@@ -1482,11 +1499,22 @@ cdef class StreamCore:
                 self.can_pair = 1
             L.zero = ptr(d.get("zero"))
         self.Ni = self.layers[0].Ni
+        self.macs = 0
+        for l in range(self.nl):
+            L = &self.layers[l]
+            self.macs += <double> B * L.G * L.H * (L.Ni + L.P) + (<double> B * L.H * L.P if L.proj
+                                                                 else 0)
         self.out2 = np.zeros((B, self.layers[self.nl - 1].P), np.float64 if double else np.float32)
         self.out1 = self.out2[0]
 
     def __dealloc__(self):
         free(self.layers)
+
+    cdef void run(self, void *px, void *po, int pair) noexcept nogil:
+        if self.double:
+            stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po, 0)
+        else:
+            stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po, pair)
 
     def set_weights(self, list specs):
         """Point every layer at new weight arrays (same shapes), e.g. after
@@ -1532,11 +1560,11 @@ cdef class StreamCore:
         cdef int pair = nthreads > 1 and self.can_pair
         self.busy = 1
         try:
-            with nogil:
-                if self.double:
-                    stream_run(self.layers, self.nl, self.B, <double *> px, <double *> po, 0)
-                else:
-                    stream_run(self.layers, self.nl, self.B, <float *> px, <float *> po, pair)
+            if self.macs >= stream_nogil_macs:
+                with nogil:
+                    self.run(px, po, pair)
+            else:
+                self.run(px, po, pair)
         finally:
             self.busy = 0
         return self.out2 if nd == 2 else self.out1
