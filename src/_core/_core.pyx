@@ -526,8 +526,10 @@ cdef void cat_begin(Seq *s) noexcept nogil:
         pyrnn_pack_f(H, H, Whh + <size_t> 2 * H * H, H, 1, s.Wpk + s.sec3)
     else:
         pyrnn_pack_cat_f(GH, I, Wih, I, P, Whh, P, s.Wpk)
-    # the kernels add gh to xg's products: zeros, but for GRU's W_hn h part
-    memset(s.GH, 0, <size_t> s.B * GH * sizeof(float))
+    # GRU's gates add gh to xg's products: zeros, but for GRU's W_hn h part
+    # (the others' take none)
+    if s.kind == K_GRU or s.kind == K_GRU_RB:
+        memset(s.GH, 0, <size_t> s.B * GH * sizeof(float))
     s.cat = 1
 
 
@@ -589,6 +591,9 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
     cdef floating *At
     cdef floating *X2t
     cdef floating *Mt
+    # the recurrent part the gates add, or NULL where the [x_t | h] product
+    # already holds it (all but GRU's W_hn h)
+    cdef floating *ghr = gh
     cdef size_t row, row_n
     cdef int GA = H if kind <= K_RNN_RELU else GH
     cdef int lstm = kind == K_LSTM
@@ -657,25 +662,27 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             if s.cat:
                 cat_rows(s, t, b0, nb, hp, step_rev(step))
                 gx = <floating *> s.xg + <size_t> b0 * GH
+                if kind != K_GRU:
+                    ghr = NULL
         if kind != K_GRU_RB and not s.cat:
             rec_gemm(s, nb, hp, gh, step_rev(step))
         if kind == K_RNN_TANH or kind == K_RNN_RELU:
-            rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
+            rnn_fwd(kind == K_RNN_RELU, nb, H, ln, t, gx, bx, ghr, hp, hd, y, ldy, At)
         elif kind == K_LSTM:
             if s.proj:
-                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, <floating *> NULL, Mt,
+                lstm_fwd(nb, H, H, ln, t, gx, bx, ghr, cp, cd, <floating *> NULL, Mt,
                          <floating *> NULL, 0, At, X2t)
                 gemm(False, True, nb, P, H, <floating> 1, Mt, H, Whr, H, <floating> 0, hd, P)
                 proj_finish(nb, P, ln, t, hp, hd, y, ldy)
             else:
-                lstm_fwd(nb, H, H, ln, t, gx, bx, gh, cp, cd, hp, hd, y, ldy, At, X2t)
+                lstm_fwd(nb, H, H, ln, t, gx, bx, ghr, cp, cd, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU:
             gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
             grb_fwd_products(s, nb, ln, t, gx, gh, ghn, hp, At, X2t, step_rev(step))
             grb_fwd2(nb, H, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
         else:
-            mgru_fwd(nb, H, H, ln, t, gx, bx, gh, hp, hd, y, ldy, At)
+            mgru_fwd(nb, H, H, ln, t, gx, bx, ghr, hp, hd, y, ldy, At)
 
 
 cdef void proj_block(Seq *s, floating *tag, int r0, int r1, int c0, int c1) noexcept nogil:
@@ -1337,21 +1344,20 @@ cdef void cat_units(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
     cdef int H = L.H, P = L.P, n = u1 - u0, kind = L.kind
     cdef float *gx = <float *> L.gx + u0
     cdef float *bx = <float *> L.bx + u0
-    cdef float *z = <float *> L.zero + u0
     cdef float *h = <float *> L.h + u0
     cdef float *hn = <float *> L.hn + u0
     cdef float *y = <float *> L.y + u0
     cat_products(L, B, u0, u1)
     if kind == K_RNN_TANH or kind == K_RNN_RELU:
-        rnn_fwd(kind == K_RNN_RELU, B, n, NULL, 0, gx, bx, z, h, hn, y, P, <float *> NULL)
+        rnn_fwd(kind == K_RNN_RELU, B, n, NULL, 0, gx, bx, NULL, h, hn, y, P, <float *> NULL)
     elif kind == K_LSTM:
-        lstm_fwd(B, n, H, NULL, 0, gx, bx, z, <float *> L.c + u0, <float *> L.cn + u0,
+        lstm_fwd(B, n, H, NULL, 0, gx, bx, NULL, <float *> L.c + u0, <float *> L.cn + u0,
                  h, hn, y, P, <float *> NULL, <float *> NULL)
     elif kind == K_GRU:
         gru_fwd(B, n, H, NULL, 0, gx, bx, <float *> L.gh + u0, <float *> L.bhn + u0, h, hn,
                 y, P, <float *> NULL, <float *> NULL)
     else:
-        mgru_fwd(B, n, H, NULL, 0, gx, bx, z, h, hn, y, P, <float *> NULL)
+        mgru_fwd(B, n, H, NULL, 0, gx, bx, NULL, h, hn, y, P, <float *> NULL)
 
 
 cdef void cat_chunk(void *arg, int chunk) noexcept nogil:

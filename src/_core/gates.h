@@ -4,6 +4,8 @@
  * len == NULL or t < len[b]; an inactive row keeps its state (h, c copied
  * through), gets y = 0 and passes its state gradient straight back.
  * Gate rows are contiguous with stride G*H; y/dy rows have stride ldy.
+ * RNN, LSTM and MinimalGRU forwards take gh == NULL where gx already holds
+ * the whole product ([x_t | h] in one pass): no row of zeros is read.
  * Biases: bx (G*H) holds b_ih + b_hh pre-summed, except GRU's n gate, whose
  * b_hn sits inside r*(...) and comes separately as bhn.
  */

@@ -11,7 +11,7 @@ KATTR void NAME(rnn_fwd)(int relu, int nb, int H, const int64_t *len, int t,
     REAL *restrict A)
 {
     for (int b = 0; b < nb; b++) {
-        const REAL *x = gx + (size_t)b * H, *r = gh + (size_t)b * H;
+        const REAL *x = gx + (size_t)b * H, *r = gh ? gh + (size_t)b * H : NULL;
         const REAL *h0 = hp + (size_t)b * H;
         REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
         if (!ACTIVE(b)) {
@@ -20,12 +20,14 @@ KATTR void NAME(rnn_fwd)(int relu, int nb, int H, const int64_t *len, int t,
         }
         if (relu) {
             for (int j = 0; j < H; j++) {
-                REAL a = x[j] + bx[j] + r[j];
+                REAL a = r ? x[j] + bx[j] + r[j] : x[j] + bx[j];
                 /* a > 0 ? a : 0 keeps NaN as NaN, like torch.relu */
                 h1[j] = a < 0 ? (REAL)0 : a;
             }
-        } else {
+        } else if (r) {
             for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j] + r[j]);
+        } else {
+            for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j]);
         }
         for (int j = 0; j < H; j++) yb[j] = h1[j];
         if (A) for (int j = 0; j < H; j++) A[(size_t)b * H + j] = h1[j];
@@ -53,19 +55,41 @@ KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
     }
 }
 
+/* The cell bodies take the gate pre-activations from PRE(offset): x + bias +
+ * the recurrent part r, or (r == NULL: the [x | h] product already holds it)
+ * x + bias, without reading a row of zeros. */
+#define PRE_R(o) (x[(o) + j] + bx[(o) + j] + r[(o) + j])
+#define PRE_X(o) (x[(o) + j] + bx[(o) + j])
+#define LSTM_CELL(PRE)                                                          \
+    for (int j = 0; j < H; j++) {                                               \
+        REAL i = SIGM(PRE(0));                                                  \
+        REAL f = SIGM(PRE(gs));                                                 \
+        REAL g = TANH(PRE(2 * gs));                                             \
+        REAL o = SIGM(PRE(3 * gs));                                             \
+        REAL c = f * c0[j] + i * g;                                             \
+        c1[j] = c;                                                              \
+        h1[j] = o * TANH(c);                                                    \
+    }
+#define LSTM_CELL_KEEP(PRE)                                                     \
+    for (int j = 0; j < H; j++) {                                               \
+        REAL i = SIGM(PRE(0));                                                  \
+        REAL f = SIGM(PRE(gs));                                                 \
+        REAL g = TANH(PRE(2 * gs));                                             \
+        REAL o = SIGM(PRE(3 * gs));                                             \
+        REAL c = f * c0[j] + i * g;                                             \
+        REAL tc = TANH(c);                                                      \
+        c1[j] = c;                                                              \
+        h1[j] = o * tc;                                                         \
+        ai[j] = i; af[j] = f; ag[j] = g; ao[j] = o;                             \
+        tcb[j] = tc;                                                            \
+    }
+
 static inline void NAME(lstm_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict c0,
     REAL *restrict c1, REAL *restrict h1)
 {
-    for (int j = 0; j < H; j++) {
-        REAL i = SIGM(x[j] + bx[j] + r[j]);
-        REAL f = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
-        REAL g = TANH(x[2 * gs + j] + bx[2 * gs + j] + r[2 * gs + j]);
-        REAL o = SIGM(x[3 * gs + j] + bx[3 * gs + j] + r[3 * gs + j]);
-        REAL c = f * c0[j] + i * g;
-        c1[j] = c;
-        h1[j] = o * TANH(c);
-    }
+    if (r) { LSTM_CELL(PRE_R) }
+    else { LSTM_CELL(PRE_X) }
 }
 
 /* One restrict pointer per gate row of A: with Python's -fwrapv the int
@@ -75,19 +99,11 @@ static inline void NAME(lstm_cell_keep)(int H, int gs, const REAL *restrict x,
     REAL *restrict c1, REAL *restrict h1, REAL *restrict ai, REAL *restrict af,
     REAL *restrict ag, REAL *restrict ao, REAL *restrict tcb)
 {
-    for (int j = 0; j < H; j++) {
-        REAL i = SIGM(x[j] + bx[j] + r[j]);
-        REAL f = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
-        REAL g = TANH(x[2 * gs + j] + bx[2 * gs + j] + r[2 * gs + j]);
-        REAL o = SIGM(x[3 * gs + j] + bx[3 * gs + j] + r[3 * gs + j]);
-        REAL c = f * c0[j] + i * g;
-        REAL tc = TANH(c);
-        c1[j] = c;
-        h1[j] = o * tc;
-        ai[j] = i; af[j] = f; ag[j] = g; ao[j] = o;
-        tcb[j] = tc;
-    }
+    if (r) { LSTM_CELL_KEEP(PRE_R) }
+    else { LSTM_CELL_KEEP(PRE_X) }
 }
+#undef LSTM_CELL
+#undef LSTM_CELL_KEEP
 
 /* LSTM, gates i f g o. Without projection hout is h' (and y is written);
  * with projection hout is m = o*tanh(c') and y/hp are NULL: the driver
@@ -100,7 +116,7 @@ KATTR void NAME(lstm_fwd)(int nb, int H, int gs, const int64_t *len, int t,
 {
     const size_t G = 4 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
-        const REAL *x = gx + b * G, *r = gh + b * G;
+        const REAL *x = gx + b * G, *r = gh ? gh + b * G : NULL;
         const REAL *c0 = cp + (size_t)b * H;
         REAL *c1 = cn + (size_t)b * H, *h1 = hout + (size_t)b * H;
         REAL *yb = y ? y + (size_t)b * ldy : NULL;
@@ -362,28 +378,37 @@ KATTR void NAME(grb_bwd2)(int nb, int H, int gs, const int64_t *len, int t,
     }
 }
 
+#define MGRU_CELL(PRE)                                                          \
+    for (int j = 0; j < H; j++) {                                               \
+        REAL z = SIGM(PRE(0));                                                  \
+        REAL n = TANH(PRE(gs));                                                 \
+        h1[j] = n + z * (h0[j] - n);                                            \
+    }
+#define MGRU_CELL_KEEP(PRE)                                                     \
+    for (int j = 0; j < H; j++) {                                               \
+        REAL z = SIGM(PRE(0));                                                  \
+        REAL n = TANH(PRE(gs));                                                 \
+        h1[j] = n + z * (h0[j] - n);                                            \
+        az[j] = z; an[j] = n;                                                   \
+    }
+
 static inline void NAME(mgru_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
     REAL *restrict h1)
 {
-    for (int j = 0; j < H; j++) {
-        REAL z = SIGM(x[j] + bx[j] + r[j]);
-        REAL n = TANH(x[gs + j] + bx[gs + j] + r[gs + j]);
-        h1[j] = n + z * (h0[j] - n);
-    }
+    if (r) { MGRU_CELL(PRE_R) }
+    else { MGRU_CELL(PRE_X) }
 }
 
 static inline void NAME(mgru_cell_keep)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
     REAL *restrict h1, REAL *restrict az, REAL *restrict an)
 {
-    for (int j = 0; j < H; j++) {
-        REAL z = SIGM(x[j] + bx[j] + r[j]);
-        REAL n = TANH(x[gs + j] + bx[gs + j] + r[gs + j]);
-        h1[j] = n + z * (h0[j] - n);
-        az[j] = z; an[j] = n;
-    }
+    if (r) { MGRU_CELL_KEEP(PRE_R) }
+    else { MGRU_CELL_KEEP(PRE_X) }
 }
+#undef MGRU_CELL
+#undef MGRU_CELL_KEEP
 
 /* Minimal GRU: gates z n, both biases pre-summed. A = [z, n]. */
 KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
@@ -393,7 +418,7 @@ KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
 {
     const size_t G = 2 * (size_t)gs;
     for (int b = 0; b < nb; b++) {
-        const REAL *x = gx + b * G, *r = gh + b * G, *h0 = hp + (size_t)b * H;
+        const REAL *x = gx + b * G, *r = gh ? gh + b * G : NULL, *h0 = hp + (size_t)b * H;
         REAL *h1 = hn + (size_t)b * H, *yb = y + (size_t)b * ldy;
         if (!ACTIVE(b)) {
             for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; }
@@ -438,3 +463,6 @@ KATTR void NAME(act)(int which, int64_t n, const REAL *restrict x, REAL *restric
 }
 
 #undef ACTIVE
+
+#undef PRE_R
+#undef PRE_X
