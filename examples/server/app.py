@@ -17,7 +17,8 @@ Endpoints (JSON):
 
 Sessions: at most --max-sessions (least recently used evicted), dropped after
 --idle-seconds without a request. One session's requests are serialised by its
-own lock; different sessions step concurrently (the step releases the GIL).
+own lock; different sessions step concurrently (a step of a bigger model
+releases the GIL; this tiny one's keeps it, which costs less).
 Needs: starlette, uvicorn (the ``server`` extra). Not imported by pyrnn itself.
 """
 import argparse
