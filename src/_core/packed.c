@@ -255,6 +255,15 @@ static void row1(int K1, const float *A1, int K2, const float *A2, const float *
     })
     s0 = _mm256_add_ps(_mm256_add_ps(s0, t0), _mm256_add_ps(u0, v0));
     s1 = _mm256_add_ps(_mm256_add_ps(s1, t1), _mm256_add_ps(u1, v1));
+    if (cols == NR) {       /* a whole panel: no copy through t (once a panel a step) */
+        if (acc) {
+            s0 = _mm256_add_ps(_mm256_loadu_ps(c), s0);
+            s1 = _mm256_add_ps(_mm256_loadu_ps(c + 8), s1);
+        }
+        _mm256_storeu_ps(c, s0);
+        _mm256_storeu_ps(c + 8, s1);
+        return;
+    }
     float t[NR];
     _mm256_storeu_ps(t, s0);
     _mm256_storeu_ps(t + 8, s1);
@@ -368,6 +377,10 @@ static void row1_512(int K1, const float *A1, int K2, const float *A2, const flo
     for (; k < K; k++)
         s = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(p + (size_t)k * NR), s);)
     s = _mm512_add_ps(_mm512_add_ps(s, t), _mm512_add_ps(u, v));
+    if (cols == NR) {
+        _mm512_storeu_ps(c, acc ? _mm512_add_ps(_mm512_loadu_ps(c), s) : s);
+        return;
+    }
     float r[NR];
     _mm512_storeu_ps(r, s);
     if (acc) for (int j = 0; j < cols; j++) c[j] += r[j];
