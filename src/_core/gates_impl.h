@@ -60,17 +60,8 @@ KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
  * x + bias, without reading a row of zeros. */
 #define PRE_R(o) (x[(o) + j] + bx[(o) + j] + r[(o) + j])
 #define PRE_X(o) (x[(o) + j] + bx[(o) + j])
-#define LSTM_CELL(PRE)                                                          \
-    for (int j = 0; j < H; j++) {                                               \
-        REAL i = SIGM(PRE(0));                                                  \
-        REAL f = SIGM(PRE(gs));                                                 \
-        REAL g = TANH(PRE(2 * gs));                                             \
-        REAL o = SIGM(PRE(3 * gs));                                             \
-        REAL c = f * c0[j] + i * g;                                             \
-        c1[j] = c;                                                              \
-        h1[j] = o * TANH(c);                                                    \
-    }
-#define LSTM_CELL_KEEP(PRE)                                                     \
+/* KEEP: what training also stores of each unit (nothing in inference) */
+#define LSTM_CELL(PRE, KEEP)                                                    \
     for (int j = 0; j < H; j++) {                                               \
         REAL i = SIGM(PRE(0));                                                  \
         REAL f = SIGM(PRE(gs));                                                 \
@@ -80,16 +71,16 @@ KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
         REAL tc = TANH(c);                                                      \
         c1[j] = c;                                                              \
         h1[j] = o * tc;                                                         \
-        ai[j] = i; af[j] = f; ag[j] = g; ao[j] = o;                             \
-        tcb[j] = tc;                                                            \
+        KEEP                                                                    \
     }
+#define LSTM_KEEP ai[j] = i; af[j] = f; ag[j] = g; ao[j] = o; tcb[j] = tc;
 
 static inline void NAME(lstm_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict c0,
     REAL *restrict c1, REAL *restrict h1)
 {
-    if (r) { LSTM_CELL(PRE_R) }
-    else { LSTM_CELL(PRE_X) }
+    if (r) { LSTM_CELL(PRE_R, ) }
+    else { LSTM_CELL(PRE_X, ) }
 }
 
 /* One restrict pointer per gate row of A: with Python's -fwrapv the int
@@ -99,11 +90,11 @@ static inline void NAME(lstm_cell_keep)(int H, int gs, const REAL *restrict x,
     REAL *restrict c1, REAL *restrict h1, REAL *restrict ai, REAL *restrict af,
     REAL *restrict ag, REAL *restrict ao, REAL *restrict tcb)
 {
-    if (r) { LSTM_CELL_KEEP(PRE_R) }
-    else { LSTM_CELL_KEEP(PRE_X) }
+    if (r) { LSTM_CELL(PRE_R, LSTM_KEEP) }
+    else { LSTM_CELL(PRE_X, LSTM_KEEP) }
 }
 #undef LSTM_CELL
-#undef LSTM_CELL_KEEP
+#undef LSTM_KEEP
 
 /* LSTM, gates i f g o. Without projection hout is h' (and y is written);
  * with projection hout is m = o*tanh(c') and y/hp are NULL: the driver
@@ -378,37 +369,32 @@ KATTR void NAME(grb_bwd2)(int nb, int H, int gs, const int64_t *len, int t,
     }
 }
 
-#define MGRU_CELL(PRE)                                                          \
+#define MGRU_CELL(PRE, KEEP)                                                    \
     for (int j = 0; j < H; j++) {                                               \
         REAL z = SIGM(PRE(0));                                                  \
         REAL n = TANH(PRE(gs));                                                 \
         h1[j] = n + z * (h0[j] - n);                                            \
+        KEEP                                                                    \
     }
-#define MGRU_CELL_KEEP(PRE)                                                     \
-    for (int j = 0; j < H; j++) {                                               \
-        REAL z = SIGM(PRE(0));                                                  \
-        REAL n = TANH(PRE(gs));                                                 \
-        h1[j] = n + z * (h0[j] - n);                                            \
-        az[j] = z; an[j] = n;                                                   \
-    }
+#define MGRU_KEEP az[j] = z; an[j] = n;
 
 static inline void NAME(mgru_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
     REAL *restrict h1)
 {
-    if (r) { MGRU_CELL(PRE_R) }
-    else { MGRU_CELL(PRE_X) }
+    if (r) { MGRU_CELL(PRE_R, ) }
+    else { MGRU_CELL(PRE_X, ) }
 }
 
 static inline void NAME(mgru_cell_keep)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
     REAL *restrict h1, REAL *restrict az, REAL *restrict an)
 {
-    if (r) { MGRU_CELL_KEEP(PRE_R) }
-    else { MGRU_CELL_KEEP(PRE_X) }
+    if (r) { MGRU_CELL(PRE_R, MGRU_KEEP) }
+    else { MGRU_CELL(PRE_X, MGRU_KEEP) }
 }
 #undef MGRU_CELL
-#undef MGRU_CELL_KEEP
+#undef MGRU_KEEP
 
 /* Minimal GRU: gates z n, both biases pre-summed. A = [z, n]. */
 KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
