@@ -534,3 +534,27 @@ def test_steps_alternating_weight_direction_same_bits(mode, proj, B, I, H, resto
                 np.testing.assert_array_equal(u, v)
     finally:
         _core._set_zigzag(old)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "GRU_RB", "MGRU"])
+def test_step_product_weights_packed_by_two_threads(mode, restore_core):
+    """From 1 MB the packed [W_ih | W_hh] of the [x_t | h] path is made by both
+    threads, half the panels each (GRU: every section split): the same bits as
+    one thread's copy, and float64's numbers; the switch really changes the path."""
+    # at least 262,144 floats of [W_ih | W_hh] with I + H <= 512 (an RNN never has them)
+    I, H = (128, 384) if mode == "MGRU" else (256, 256)
+    rng = np.random.default_rng(11)
+    layer = make_layer(mode, I, H, 1, False, 0, dtype=np.float32, seed=3)
+    x = rng.standard_normal((9, 4, I)).astype(np.float32)     # packed from 8 steps
+    out = {}
+    for n in (1, 2):
+        pyrnn.set_num_threads(n)
+        out[n] = layer(x)
+    np.testing.assert_array_equal(out[1][0], out[2][0])
+    ref = reference.layer_forward(mode, layer.state_dict(), x.astype(np.float64))
+    np.testing.assert_allclose(out[2][0], ref[0], rtol=1e-4, atol=3e-5)
+    old = _core._set_cat_max_k(0)                     # the separate projection instead
+    try:
+        assert not np.array_equal(layer(x)[0], out[2][0])
+    finally:
+        _core._set_cat_max_k(old)
