@@ -103,8 +103,8 @@ cdef enum:
     # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
     # does for small arrays: releasing it costs more than such a step when
     # another Python thread waits for it (a futex wake each way: 4 batch-1
-    # LSTM H = 128 streams on 2 Python threads took 0.32-0.97x the steps per
-    # second of one thread, in turns at the GIL)
+    # RNN H = 128 streams on 2 Python threads gave 0.34x the steps per second
+    # of one thread releasing it, 0.89x keeping it)
     STREAM_NOGIL_MACS = 262144
     # columns of the bias-gradient sums per sweep (a stack buffer)
     BIAS_CHUNK = 512
