@@ -253,11 +253,16 @@ cdef void big_free(void *p, size_t n, bint mapped) noexcept nogil:
         line_free(p)
 
 
+cdef inline int panel_row(int N, int k, int n) noexcept nogil:
+    """First of the N rows in part k of n when they are split in whole 16-row
+    panels (N for k == n)."""
+    return min(N, 16 * split((N + 15) // 16, k, n))
+
+
 cdef void pack_section(int N, int K, const float *W, ptrdiff_t rs, ptrdiff_t ks, float *dst,
                        int k, int n) noexcept nogil:
     """Part k of n (whole 16-row panels) of pyrnn_pack_f(N, K, W, rs, ks, dst)."""
-    cdef int panels = (N + 15) // 16
-    cdef int r0 = 16 * split(panels, k, n), r1 = min(N, 16 * split(panels, k + 1, n))
+    cdef int r0 = panel_row(N, k, n), r1 = panel_row(N, k + 1, n)
     if r1 > r0:
         pyrnn_pack_f(r1 - r0, K, W + r0 * rs, rs, ks, dst + <size_t> r0 * K)
 
@@ -455,6 +460,22 @@ cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
             >= PAIR1_MIN_BYTES * (2 if s.kind == K_GRU_RB else 1))
 
 
+cdef inline void gru_n_products(int kind, int B, int I, int H, const float *W, size_t sec2,
+                                size_t sec3, const float *x, int ldx, const float *h, int ldh,
+                                float *gx, float *gh, int u0, int n, int rev) noexcept nogil:
+    """The n gate's products of units [u0, u0 + n) on the [x | h] path: x W_in^T
+    into gx (both GRUs), h W_hn^T into gh (GRU: r multiplies only that); in
+    the opposite order when rev."""
+    if kind == K_GRU and rev:
+        pyrnn_gemm_packed_dir_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
+                                3 * H, 0, 1)
+    pyrnn_gemm_packed_dir_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0,
+                            3 * H, 0, rev)
+    if kind == K_GRU and not rev:
+        pyrnn_gemm_packed_dir_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
+                                3 * H, 0, 0)
+
+
 cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, size_t sec2,
                    size_t sec3, const float *x, int ldx, const float *h, int ldh, float *gx,
                    float *gh, int u0, int u1, int rev) noexcept nogil:
@@ -467,13 +488,9 @@ cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, 
     cdef int K = I + P, GH = G * H, g, gi, n = u1 - u0
     cdef bint gru = kind == K_GRU or kind == K_GRU_RB
     if gru and rev:
-        if kind == K_GRU:
-            pyrnn_gemm_packed_dir_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
-                                    GH, 0, 1)
-        pyrnn_gemm_packed_dir_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0,
-                                GH, 0, 1)
+        gru_n_products(kind, B, I, H, W, sec2, sec3, x, ldx, h, ldh, gx, gh, u0, n, 1)
     if gru:
-        G = 2       # r and z from [x | h]; n below
+        G = 2       # r and z from [x | h]; n before or after
     if u0 == 0 and u1 == H:
         pyrnn_gemm_packed2_dir_f(B, G * H, I, x, ldx, P, h, ldh, W, gx, GH, 0, rev)
     else:
@@ -482,10 +499,7 @@ cdef void cat_gemm(int kind, int B, int I, int P, int H, int G, const float *W, 
             pyrnn_gemm_packed2_dir_f(B, n, I, x, ldx, P, h, ldh, W + <size_t> (g * H + u0) * K,
                                      gx + g * H + u0, GH, 0, rev)
     if gru and not rev:
-        pyrnn_gemm_packed_f(B, n, I, x, ldx, W + sec2 + <size_t> u0 * I, gx + 2 * H + u0, GH, 0)
-        if kind == K_GRU:
-            pyrnn_gemm_packed_f(B, n, H, h, ldh, W + sec3 + <size_t> u0 * H, gh + 2 * H + u0,
-                                GH, 0)
+        gru_n_products(kind, B, I, H, W, sec2, sec3, x, ldx, h, ldh, gx, gh, u0, n, 0)
 
 
 cdef bint cat_applies(Seq *s) noexcept nogil:
@@ -503,8 +517,7 @@ cdef void cat_pack_part(Seq *s, int k, int n) noexcept nogil:
     cdef const float *Wih = <float *> s.Wih
     cdef const float *Whh = <float *> s.Whh
     cdef int N = 2 * H if s.kind == K_GRU or s.kind == K_GRU_RB else GH
-    cdef int panels = (N + 15) // 16
-    cdef int r0 = 16 * split(panels, k, n), r1 = min(N, 16 * split(panels, k + 1, n))
+    cdef int r0 = panel_row(N, k, n), r1 = panel_row(N, k + 1, n)
     if r1 > r0:
         pyrnn_pack_cat_f(r1 - r0, I, Wih + <size_t> r0 * I, I, P, Whh + <size_t> r0 * P, P,
                          s.Wpk + <size_t> r0 * K)
@@ -618,6 +631,8 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
 
     if nb <= 0 or T <= 0:
         return
+    if s.cat and kind != K_GRU:
+        ghr = NULL
     if s.train:
         # Hs[t] holds the state before step t; seed the first step with h0.
         t = T - 1 if s.reverse else 0
@@ -678,8 +693,6 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             if s.cat:
                 cat_rows(s, t, b0, nb, hp, step_rev(step))
                 gx = <floating *> s.xg + <size_t> b0 * GH
-                if kind != K_GRU:
-                    ghr = NULL
         if kind != K_GRU_RB and not s.cat:
             rec_gemm(s, nb, hp, gh, step_rev(step))
         if kind == K_RNN_TANH or kind == K_RNN_RELU:
