@@ -74,20 +74,62 @@ def get_num_threads():
 _blas_state = {"done": False, "limited": False}
 
 
+def _scipy_openblas():
+    """ctypes handles of the OpenBLAS libraries in scipy's wheel (none for other builds)."""
+    import scipy.linalg.cython_blas  # noqa: F401 - makes sure the library is loaded
+    import scipy
+    libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
+    libs = []
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return libs
+
+
+def blas_core():
+    """The kernel family scipy's OpenBLAS chose for this CPU ("Haswell",
+    "SkylakeX", ...), or None when it cannot be told."""
+    for lib in _scipy_openblas():
+        for sym in ("scipy_openblas_get_corename", "openblas_get_corename"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn.argtypes = []
+                fn.restype = ctypes.c_char_p
+                name = fn()
+                return name.decode("ascii", "replace").strip() if name else None
+    return None
+
+
+# OpenBLAS kernel families with 512-bit sgemm kernels
+_WIDE_BLAS = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def choose_all_packed(simd_levels, core, env=None):
+    """Whether pyrnn's packed kernels should do every float product, BLAS none.
+
+    Yes when this CPU runs pyrnn's AVX-512 tiles but scipy's OpenBLAS uses
+    256-bit kernels here (it does on AMD Zen 5, family 26: "Haswell", about
+    half the speed of the AVX-512 tiles). Decided from the machine alone, never
+    from timing, so one machine always gives the same bits. PYRNN_GEMM=packed
+    or =blas overrides it (=auto or unset: this rule)."""
+    raw = (os.environ.get("PYRNN_GEMM", "") if env is None else env).strip().lower()
+    if raw == "packed":
+        return True
+    if raw == "blas":
+        return False
+    if raw not in ("", "auto"):
+        raise ValueError(f"PYRNN_GEMM must be auto, packed or blas, got {raw!r}")
+    return "avx512" in simd_levels and core is not None and core.lower() not in _WIDE_BLAS
+
+
 def limit_blas_threads():
     """Hold scipy's OpenBLAS to one thread (idempotent); True if it worked."""
     if _blas_state["done"]:
         return _blas_state["limited"]
     _blas_state["done"] = True
-    import scipy.linalg.cython_blas  # noqa: F401 - makes sure the library is loaded
-    import scipy
-    libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
-    candidates = sorted(glob.glob(os.path.join(libdir, "*openblas*")))
-    for path in candidates:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _scipy_openblas():
         for sym in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
             fn = getattr(lib, sym, None)
             if fn is not None:

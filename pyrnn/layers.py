@@ -11,12 +11,15 @@ import numpy as np
 
 from . import _core, _workspace
 from ._workspace import lend, take
-from ._threads import get_num_threads, limit_blas_threads
+from ._threads import blas_core, choose_all_packed, get_num_threads, limit_blas_threads
 from .nn import Module, as_float_array, check_dtype, once
 
 # PYRNN_PAIR=0 keeps batch-1 work on the calling thread (no helper core, see
 # src/_core/pair.h), e.g. when other processes keep every core busy.
 _core.set_pair(os.environ.get("PYRNN_PAIR", "1").strip() != "0")
+# the packed kernels for every float product where scipy's BLAS is narrower
+# than this CPU (pyrnn._threads.choose_all_packed; PYRNN_GEMM overrides)
+_core._set_all_packed(choose_all_packed(_core.simd_levels(), blas_core()))
 
 __all__ = ["RNN", "GRU", "LSTM", "MinimalGRU"]
 

@@ -8,13 +8,15 @@ from pyrnn import _core
 
 @pytest.fixture
 def restore_core():
-    """Restore the SIMD level and the thread count after the test."""
-    level, n = _core.simd_level(), pyrnn.get_num_threads()
+    """Restore the SIMD level, the thread count and the product kernels' choice
+    after the test."""
+    level, n, packed = _core.simd_level(), pyrnn.get_num_threads(), _core._all_packed()
     try:
         yield
     finally:
         _core.set_simd_level(level)
         pyrnn.set_num_threads(n)
+        _core._set_all_packed(packed)
 
 
 # The float kernels' instruction-set levels this CPU runs: every test that

@@ -415,6 +415,83 @@ def test_input_projection_packed_and_blas(mode, proj, I, H, T, B, restore_core):
 
 
 @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+def test_all_products_packed_or_blas(mode, proj, restore_core):
+    """Where the packed kernels do every float product (_set_all_packed, chosen
+    at import from the machine) and where BLAS does the big ones: the input
+    projection and dX past PROJ_PACKED_ROWS rows and weight gradients past
+    TN_MAX_MN elements take either path; both match float64, and each gives
+    the same bits at every SIMD level; packed, also on 1 and 2 threads (BLAS
+    splits its sums differently for a part of the rows)."""
+    I, H, T, B = 300, 200, 9, 120      # 1080 rows; G*H x I past 262144 for LSTM and GRU
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(0, T + 1, B)
+    params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=8)
+    want = _two_layer_bi(mode, proj, I, H, params, x, lengths, np.float64)
+    old_k = _core._set_cat_max_k(0)     # the separate projection, whatever the shape
+    runs = {}
+    try:
+        for packed in (True, False):
+            _core._set_all_packed(packed)
+            first = {}
+            for level in [lv for lv in _core.simd_levels() if lv != "scalar"]:
+                _core.set_simd_level(level)
+                for n in (1, 2):
+                    pyrnn.set_num_threads(n)
+                    got = _two_layer_bi(mode, proj, I, H, params, x, lengths, np.float32)
+                    for k in want:
+                        err = np.max(np.abs(got[k] - want[k])) / max(1.0, np.max(np.abs(want[k])))
+                        assert err <= 2e-5, (packed, level, n, k, err)
+                    ref = first.setdefault(1 if packed else n, got)
+                    for k in want:
+                        assert np.array_equal(got[k], ref[k]), (packed, level, n, k)
+            runs[packed] = first[1]
+        # the switch does change the kernels: long sums in another order
+        assert any(not np.array_equal(runs[True][k], runs[False][k]) for k in want)
+    finally:
+        _core._set_cat_max_k(old_k)
+
+
+@pytest.mark.parametrize("env, levels, core, want", [
+    ("", ("scalar", "avx2", "avx512"), "Haswell", True),     # AMD Zen 5 with scipy's OpenBLAS
+    ("auto", ("scalar", "avx2", "avx512"), "Zen", True),
+    ("", ("scalar", "avx2", "avx512"), "SkylakeX", False),
+    ("", ("scalar", "avx2", "avx512"), "SAPPHIRERAPIDS", False),
+    ("", ("scalar", "avx2"), "Haswell", False),
+    ("", ("scalar", "avx2", "avx512"), None, False),         # BLAS unknown: keep it
+    (" Packed ", ("scalar", "avx2"), None, True),
+    ("blas", ("scalar", "avx2", "avx512"), "Haswell", False),
+])
+def test_all_packed_choice(env, levels, core, want):
+    from pyrnn._threads import choose_all_packed
+    assert choose_all_packed(levels, core, env=env) is want
+
+
+def test_all_packed_default_is_the_rule():
+    from pyrnn._threads import blas_core, choose_all_packed
+    assert _core._all_packed() is choose_all_packed(_core.simd_levels(), blas_core())
+
+
+def test_all_packed_choice_rejects_bad_env():
+    from pyrnn._threads import choose_all_packed
+    with pytest.raises(ValueError, match="PYRNN_GEMM"):
+        choose_all_packed(("scalar", "avx2", "avx512"), "Haswell", env="fast")
+
+
+def test_all_packed_env_at_import():
+    """PYRNN_GEMM sets the choice when the layers load; a bad value is refused
+    there with the variable's name."""
+    code = ("import pyrnn; pyrnn.LSTM; from pyrnn import _core; print(_core._all_packed())")
+    for env, out in (("packed", "True"), ("blas", "False")):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYRNN_GEMM": env}, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == out, (env, r.stdout, r.stderr)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYRNN_GEMM": "fast"}, timeout=120)
+    assert r.returncode != 0 and "PYRNN_GEMM must be auto, packed or blas" in r.stderr
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
 @pytest.mark.parametrize("I, H, T, B", [(37, 23, 13, 7), (5, 16, 9, 2), (64, 64, 12, 9),
                                         (200, 40, 8, 17)])
 def test_step_product_with_x_and_h_together(mode, proj, I, H, T, B, restore_core):

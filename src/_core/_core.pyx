@@ -119,6 +119,10 @@ GH_PAD = PAIR_GH_PAD     # see PAIR_GH_PAD: layers.py sizes GH with it
 cdef int proj_packed_rows = PROJ_PACKED_ROWS   # _set_proj_packed_rows (tests, A/B)
 cdef int cat_max_k = CAT_MAX_K                 # _set_cat_max_k (tests, A/B)
 cdef int zigzag = 1                            # _set_zigzag (tests, A/B)
+# 1: the packed kernels do every float product (input projections, dX, weight
+# gradients) at any size, BLAS none; set at import by pyrnn/_gemm.py where
+# BLAS's kernels are narrower than this CPU's (see _set_all_packed)
+cdef int all_packed = 0
 cdef double stream_nogil_macs = STREAM_NOGIL_MACS   # _set_stream_nogil_macs
 
 
@@ -333,7 +337,8 @@ cdef void pack_fill(Seq *s) noexcept nogil:
 cdef inline bint proj_packed(Seq *s, int rows) noexcept nogil:
     """Whether this call's input projection and dX use packed_product; decided
     on the whole call, so every split takes the same kernel."""
-    return proj_packed_rows > 0 and (rows <= proj_packed_rows or s.Ni <= PROJ_PACKED_NI)
+    return proj_packed_rows > 0 and (all_packed or rows <= proj_packed_rows
+                                     or s.Ni <= PROJ_PACKED_NI)
 
 
 cdef bint packed_product(int m, int n, int k, const float *A, int lda, const float *W,
@@ -1002,7 +1007,7 @@ cdef inline void gemm_tn_acc(int m, int n, int k, const floating *a, int lda,
     or on padded copies of 256-row blocks, instead of OpenBLAS's copies of
     both whole long operands; else BLAS."""
     if floating is float:
-        if pyrnn_simd_active() and n <= TN_MAX_N and <size_t> m * n <= TN_MAX_MN:
+        if pyrnn_simd_active() and (all_packed or (n <= TN_MAX_N and <size_t> m * n <= TN_MAX_MN)):
             pyrnn_gemm_tn_f(m, n, k, a, lda, b, ldb, c, ldc)
             return
     gemm(True, False, m, n, k, <floating> 1, a, lda, b, ldb, <floating> 1, c, ldc)
@@ -1245,6 +1250,20 @@ def _set_proj_packed_rows(int rows):
     global proj_packed_rows
     old, proj_packed_rows = proj_packed_rows, rows
     return old
+
+
+def _set_all_packed(bint on):
+    """Whether the packed kernels do every float product at any size (else
+    BLAS from PROJ_PACKED_ROWS rows and past TN_MAX_N / TN_MAX_MN). Meant to be
+    set once, at import, from the machine alone (pyrnn/_gemm.py), so results
+    never depend on the thread count or the SIMD level. Returns the old value."""
+    global all_packed
+    old, all_packed = all_packed, (1 if on else 0)
+    return bool(old)
+
+
+def _all_packed():
+    return bool(all_packed)
 
 
 def _set_cat_max_k(int k):
