@@ -137,10 +137,13 @@ def test_quick_run_writes_sound_json(tmp_path, capsys):
                      "--peers", "torch,onnxruntime,numpy", "--cells", "lstm,gru,rnn,mgru", "-q"])
     assert rc == 0
     table = capsys.readouterr().out
-    assert "T:B:I:H" in table and "sgemm peak" in table
+    assert "T:B:I:H" in table and "peak (%peak's base)" in table
     rep = json.loads(out.read_text())
     assert rep["kind"] == "grid" and rep["schema"] == 1
     assert set(rep["sgemm_peak"]) == {"1"} and _finite_pos(rep["sgemm_peak"]["1"]["gflops"])
+    pk = rep["sgemm_peak"]["1"]
+    assert _finite_pos(pk["blas_gflops"]) and _finite_pos(pk["packed_gflops"])
+    assert pk["gflops"] == max(pk["blas_gflops"], pk["packed_gflops"])
     cases = {(e["cell"], tuple(e["shape"]), e["mode"], e["threads"]) for e in rep["results"]}
     assert cases == {(c, s, m, 1) for c in ("lstm", "gru", "rnn", "mgru")
                      for s in bench.QUICK_SHAPES for m in ("infer", "train")}

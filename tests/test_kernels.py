@@ -635,3 +635,18 @@ def test_step_product_weights_packed_by_two_threads(mode, restore_core):
         assert not np.array_equal(layer(x)[0], out[2][0])
     finally:
         _core._set_cat_max_k(old)
+
+
+@pytest.mark.parametrize("m, n, k", [(37, 70, 19), (8, 32, 64), (130, 48, 300)])
+def test_prepacked_product(m, n, k, restore_core):
+    """_pack + _gemm_prepacked (the bench's peak of the packed kernel) against
+    float64, full and partial panels and tiles."""
+    rng = np.random.default_rng(9)
+    A = rng.standard_normal((m, k)).astype(np.float32)
+    W = rng.standard_normal((n, k)).astype(np.float32)
+    C = _core._gemm_prepacked(A, _core._pack(W), n, np.empty((m, n), np.float32))
+    np.testing.assert_allclose(C, A.astype(np.float64) @ W.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="P must pack"):
+        _core._gemm_prepacked(A, _core._pack(W), n + 32, np.empty((m, n + 32), np.float32))
+    with pytest.raises(TypeError, match="A must be"):
+        _core._gemm_prepacked(A.astype(np.float64), _core._pack(W), n, np.empty((m, n), np.float32))

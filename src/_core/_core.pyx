@@ -1315,6 +1315,39 @@ def _packed_product(cnp.ndarray A, cnp.ndarray W, int k1, bint rev):
     return C
 
 
+def _pack(cnp.ndarray W):
+    """The packed panels of W (n, k) for _gemm_prepacked (the bench's peak)."""
+    if W.dtype != np.float32 or W.ndim != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(W):
+        raise TypeError("W must be a C-contiguous 2-D float32 array")
+    if not pyrnn_simd_active():
+        raise RuntimeError("the packed kernel needs AVX2+FMA")
+    cdef int n = W.shape[0], k = W.shape[1]
+    P = np.empty(pyrnn_packed_size(n, k), np.float32)
+    pyrnn_pack_f(n, k, <float *> cnp.PyArray_DATA(W), k, 1, <float *> cnp.PyArray_DATA(P))
+    return P
+
+
+def _gemm_prepacked(cnp.ndarray A, cnp.ndarray P, int n, cnp.ndarray C):
+    """C (m, n) = A (m, k) @ W^T, W (n, k) packed by _pack into P; the GIL is
+    released, so Python threads on row blocks measure the kernel on every core."""
+    for name, arr in (("A", A), ("P", P), ("C", C)):
+        if arr.dtype != np.float32 or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+            raise TypeError(f"{name} must be a C-contiguous float32 array")
+    if A.ndim != 2 or C.ndim != 2 or P.ndim != 1:
+        raise ValueError("A and C are 2-D, P 1-D")
+    cdef int m = A.shape[0], k = A.shape[1]
+    if n <= 0 or <size_t> P.shape[0] != pyrnn_packed_size(n, k) or C.shape[0] != m or C.shape[1] != n:
+        raise ValueError("P must pack an (n, k) matrix and C be (m, n) for A (m, k)")
+    if not pyrnn_simd_active():
+        raise RuntimeError("the packed kernel needs AVX2+FMA")
+    cdef const float *a = <float *> cnp.PyArray_DATA(A)
+    cdef const float *pp = <float *> cnp.PyArray_DATA(P)
+    cdef float *c = <float *> cnp.PyArray_DATA(C)
+    with nogil:
+        pyrnn_gemm_packed_f(m, n, k, a, k, pp, c, n, 0)
+    return C
+
+
 def line_offset(cnp.ndarray a):
     """Bytes from a's data to the next 64-byte boundary (0 when on one)."""
     return (64 - <size_t> cnp.PyArray_DATA(a) % 64) % 64
