@@ -453,26 +453,32 @@ def test_packed_stream_weights_on_a_cache_line(mode):
     np.testing.assert_array_equal(spec["Wcat"], np.concatenate([_panels(w) for w in parts]))
 
 
-def _other_thread_ran_during_step(stream, x):
-    """Whether a waiting Python thread ran bytecode while stream.step(x) ran:
-    it counts in a loop; the count is read just before and after the step."""
+def _other_thread_ran_during_step(stream, x, switch, tries=5, until_seen=False):
+    """How far a waiting Python thread counted while each stream.step(x) ran.
+    The thread asks for the GIL as the steps begin; with a switch interval well
+    above a step's time it can only run inside a step that releases the GIL, so
+    the answer does not depend on how loaded the machine is."""
     import sys
-    count, stop = [0], threading.Event()
+    count, go, stop = [0], threading.Event(), threading.Event()
 
     def spin():
+        go.wait()
         while not stop.is_set():
             count[0] += 1
 
     old = sys.getswitchinterval()
-    sys.setswitchinterval(0.05)       # it waits for the GIL, but this thread keeps it
+    sys.setswitchinterval(switch)
     th = threading.Thread(target=spin)
     th.start()
     try:
         seen = []
-        for _ in range(5):
+        go.set()
+        for _ in range(tries):
             before = count[0]
             stream.step(x)
             seen.append(count[0] - before)
+            if until_seen and seen[-1]:
+                break
         return seen
     finally:
         stop.set()
@@ -486,13 +492,15 @@ def test_gil_released_only_for_steps_worth_it():
     NumPy does for small arrays, since the hand-off costs more than the step."""
     from pyrnn import _core
     small = Stream(pyrnn.RNN(16, 16, seed=0), batch_size=1)          # 512 multiply-adds
-    big = Stream(pyrnn.LSTM(256, 256, seed=0), batch_size=64)          # 33.5 M
+    big = Stream(pyrnn.LSTM(512, 512, seed=0), batch_size=256)        # 0.54 G
     xs = np.zeros((1, 16), np.float32)
-    xb = np.ones((64, 256), np.float32)
-    assert max(_other_thread_ran_during_step(big, xb)) > 0
-    assert max(_other_thread_ran_during_step(small, xs)) == 0
+    xb = np.ones((256, 512), np.float32)
+    # Released: the waiting thread runs in some step (up to 40, for a loaded machine).
+    assert max(_other_thread_ran_during_step(big, xb, 0.005, 40, until_seen=True)) > 0
+    # Kept: a 10 s switch interval, so only a release lets the other thread in.
+    assert max(_other_thread_ran_during_step(small, xs, 10.0)) == 0
     old = _core._set_stream_nogil_macs(1e18)
     try:
-        assert max(_other_thread_ran_during_step(big, xb)) == 0
+        assert max(_other_thread_ran_during_step(big, xb, 10.0)) == 0
     finally:
         _core._set_stream_nogil_macs(old)
