@@ -457,23 +457,22 @@ def test_all_products_packed_or_blas(mode, proj, restore_core):
 
 
 def _wide_projection_differs(mode, proj):
-    """Whether a one-layer forward with K = 1500 inputs over 1080 rows gives
-    other bits with all_packed off than on; both must match float64."""
+    """Whether _two_layer_bi with K = 1500 inputs over 1080 rows gives other
+    bits with all_packed off than on; both must match float64."""
     I, H, T, B = 1500, 32, 9, 120
-    x = np.random.default_rng(9).standard_normal((T, B, I))
-    params = random_params(mode, I, H, 1, False, proj_size=proj, dtype=np.float64, seed=9)
-    ref = make_layer(mode, I, H, 1, False, proj, dtype=np.float64)
-    ref.load_state_dict(params)
-    want = ref(x)[0]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(0, T + 1, B)
+    params = random_params(mode, I, H, 2, True, proj_size=proj, dtype=np.float64, seed=9)
+    want = _two_layer_bi(mode, proj, I, H, params, x, lengths, np.float64)
     got = {}
     for packed in (True, False):
         _core._set_all_packed(packed)
-        layer = make_layer(mode, I, H, 1, False, proj, dtype=np.float32)
-        layer.load_state_dict(params)
-        got[packed] = layer(x.astype(np.float32))[0]
-        err = np.max(np.abs(got[packed] - want)) / max(1.0, np.max(np.abs(want)))
-        assert err <= 2e-5, (packed, err)
-    return not np.array_equal(got[True], got[False])
+        got[packed] = _two_layer_bi(mode, proj, I, H, params, x, lengths, np.float32)
+        for k in want:
+            err = np.max(np.abs(got[packed][k] - want[k])) / max(1.0, np.max(np.abs(want[k])))
+            assert err <= 2e-5, (packed, k, err)
+    return any(not np.array_equal(got[True][k], got[False][k]) for k in want)
 
 
 @pytest.mark.parametrize("env, levels, core, want", [
