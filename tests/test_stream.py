@@ -237,13 +237,21 @@ def _threaded(layer, xs, B, n_threads=4):
     return got
 
 
-def test_many_streams_four_threads_equal_serial():
+@pytest.mark.parametrize("release", [False, True])
+def test_many_streams_four_threads_equal_serial(release):
+    """release: every step releases the GIL and hands it over (handoff.h)
+    rather than keeping it, as these short steps would by default."""
+    from pyrnn import _core
     layer = pyrnn.LSTM(16, 32, num_layers=2, proj_size=8, seed=0)
     rng = np.random.default_rng(0)
     n, T, B = 12, 40, 2
     xs = [rng.normal(size=(T, B, 16)).astype(np.float32) for _ in range(n)]
     want = _serial(layer, xs, B)
-    got = _threaded(layer, xs, B)
+    old = _core._set_stream_nogil_macs(0 if release else 1e18)
+    try:
+        got = _threaded(layer, xs, B)
+    finally:
+        _core._set_stream_nogil_macs(old)
     for i in range(n):
         np.testing.assert_array_equal(got[i], want[i])
 

@@ -44,6 +44,11 @@ cdef extern from "gemm_tn.h" nogil:
     void pyrnn_gemm_tn_f(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                          float *C, int ldc)
 
+cdef extern from "handoff.h" nogil:
+    void pyrnn_handoff_left()
+    void pyrnn_handoff_entered()
+    void pyrnn_handoff_wait(long max_ns)
+
 cdef extern from "pair.h" nogil:
     ctypedef void (*pyrnn_chunk_fn)(void *arg, int chunk) noexcept nogil
     int pyrnn_pair_acquire()
@@ -102,10 +107,14 @@ cdef enum:
     PROJ_PACKED_NI = 64
     # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
     # does for small arrays: releasing it costs more than such a step when
-    # another Python thread waits for it (a futex wake each way: 4 batch-1
-    # RNN H = 128 streams on 2 Python threads gave 0.34x the steps per second
-    # of one thread releasing it, 0.89x keeping it)
-    STREAM_NOGIL_MACS = 262144
+    # another Python thread waits for it. 4 batch-1 streams on 2 Python
+    # threads, over 1 thread (medians of 16): LSTM H = 128 (131,072 MACs,
+    # 5.5 us a step) 0.95 keeping it, 1.4 releasing it; RNN H = 128 (32,768
+    # MACs, 1.7 us) 0.93 keeping it, 0.85 releasing it.
+    STREAM_NOGIL_MACS = 65536
+    # a stream step that released the GIL spins at most this long for another
+    # stepping thread to release it (handoff.h) before blocking in take_gil
+    HANDOFF_SPIN_NS = 20000
     # columns of the bias-gradient sums per sweep (a stack buffer)
     BIAS_CHUNK = 512
     # at batch >= 2, inputs + state at most this wide: each step's product is
@@ -124,6 +133,7 @@ cdef int zigzag = 1                            # _set_zigzag (tests, A/B)
 # BLAS's kernels are narrower than this CPU's (see _set_all_packed)
 cdef int all_packed = 0
 cdef double stream_nogil_macs = STREAM_NOGIL_MACS   # _set_stream_nogil_macs
+cdef long handoff_spin_ns = HANDOFF_SPIN_NS          # _set_handoff_spin_ns
 
 
 cdef inline int step_rev(int step) noexcept nogil:
@@ -1284,6 +1294,14 @@ def _set_stream_nogil_macs(double macs):
     return old
 
 
+def _set_handoff_spin_ns(long ns):
+    """How long a stream step spins for the GIL's holder (handoff.h; 0: not
+    at all); returns the previous value. For tests and A/B timing."""
+    global handoff_spin_ns
+    old, handoff_spin_ns = handoff_spin_ns, ns
+    return old
+
+
 def _set_zigzag(bint on):
     """Alternate the packed weights' direction between steps (default) or not;
     returns the previous setting. For tests and A/B timing only."""
@@ -1649,7 +1667,10 @@ cdef class StreamCore:
         try:
             if self.macs >= stream_nogil_macs:
                 with nogil:
+                    pyrnn_handoff_entered()
                     self.run(px, po, pair)
+                    pyrnn_handoff_wait(handoff_spin_ns)
+                pyrnn_handoff_left()
             else:
                 self.run(px, po, pair)
         finally:
