@@ -67,35 +67,35 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
     H = w["Whh"].shape[0] // G
     P = w["Whh"].shape[1]
     dt = X.dtype
-    bx, bhn = fused_biases(mode, H, w["b_ih"], w["b_hh"], dt)
     proj = w.get("Whr") is not None
-    a = dict(X=X, Wih=w["Wih"], Whh=w["Whh"], Whr=w.get("Whr"), bx=bx, bhn=bhn,
-             h0=h0, c0=c0, Y=Y, hn=hn, cn=cn,
-             GX=take((T * B, G * H), dt), GH=take((B + 1, G * H + _core.GH_PAD), dt))
-    GA = H if G == 1 else G * H
-    has_x2 = mode in ("LSTM", "GRU", "GRU_RB")
+    a = dict(X=X, Wih=w["Wih"], Whh=w["Whh"], Whr=w.get("Whr"), h0=h0, c0=c0, Y=Y, hn=hn,
+             cn=cn)
     nt = get_num_threads()
     if train:
+        a["bx"], a["bhn"] = fused_biases(mode, H, w["b_ih"], w["b_hh"], dt)
+        a["GX"] = take((T * B, G * H), dt)
+        a["GH"] = take((B + 1, G * H + _core.GH_PAD), dt)
         a["Hs"] = take((T, B, P), dt)
         a["Cs"] = take((T, B, H), dt) if mode == "LSTM" else None
         # RNN: only the last step's h' (the others are in Hs)
-        a["A"] = take((T, B, GA) if G > 1 else (B, H), dt)
-        a["X2"] = take((T, B, H), dt) if has_x2 else None
+        a["A"] = take((T, B, G * H) if G > 1 else (B, H), dt)
+        a["X2"] = take((T, B, H), dt) if mode in ("LSTM", "GRU", "GRU_RB") else None
         a["M"] = take((T, B, H), dt) if proj else None
     else:
-        a["hbuf"] = take((2, B, P), dt)
-        a["cbuf"] = take((2, B, H), dt) if mode == "LSTM" else None
-        a["A"] = take((B, GA), dt) if mode == "GRU_RB" else None
-        a["X2"] = take((B, H), dt) if mode == "GRU_RB" else None
-        a["M"] = take((B, H), dt) if proj else None
+        # the core makes the other scratch and the fused biases itself; a big
+        # GX comes from the pool (no fresh pages to fault in every call)
+        a["b_ih"], a["b_hh"] = w["b_ih"], w["b_hh"]
+        if T * B * G * H * dt.itemsize >= _workspace.POOL_MIN_BYTES:
+            a["GX"] = take((T * B, G * H), dt)
     # The row stride comes from the caller: numpy's strides of a length-1 axis
     # are arbitrary, so they cannot be trusted to give it.
     _core.forward(kind, T, B, I, H, P, reverse, ldy or Y.shape[2], train,
                   lengths, dt == np.float64, nt, a)
-    _workspace.give(a["GX"], a["GH"])
     if not train:
-        _workspace.give(a["hbuf"], a["cbuf"], a["A"], a["X2"], a["M"])
+        if "GX" in a:
+            _workspace.give(a["GX"])
         return None
+    _workspace.give(a["GX"], a["GH"])
     a.update(kind=kind, T=T, B=B, I=I, H=H, P=P, reverse=reverse, lengths=lengths)
     del a["GX"], a["GH"], a["Y"], a["hn"], a["cn"]
     return a
