@@ -106,11 +106,11 @@ cdef enum:
     # ... and at any row count for inputs this narrow (200:16:64:64: 2-6% faster)
     PROJ_PACKED_NI = 64
     # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
-    # does for small arrays: releasing it costs more than such a step when
-    # another Python thread waits for it. 4 batch-1 streams on 2 Python
-    # threads, over 1 thread (medians of 16): LSTM H = 128 (131,072 MACs,
-    # 5.5 us a step) 0.95 keeping it, 1.4 releasing it; RNN H = 128 (32,768
-    # MACs, 1.7 us) 0.93 keeping it, 0.85 releasing it.
+    # does for small arrays. 4 batch-1 streams on 2 Python threads, steps per
+    # second over 1 thread's (medians of 16, with the hand-off spin): LSTM
+    # H = 128 (131,072 MACs, 5.5 us) 0.98 keeping it, 1.89 releasing it; RNN
+    # H = 128 (32,768 MACs, 1.7 us) 0.85-0.93 keeping it, 1.07-1.11 releasing
+    # it, which also cost one thread 4% of its steps.
     STREAM_NOGIL_MACS = 65536
     # a stream step that released the GIL spins at most this long for another
     # stepping thread to release it (handoff.h) before blocking in take_gil
