@@ -19,13 +19,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <time.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define PYRNN_RELAX() _mm_pause()
-#else
-#define PYRNN_RELAX() ((void)0)
-#endif
+#include "spin.h"
 
 static _Atomic unsigned long pyrnn_gil_holder __attribute__((aligned(64)));
 static atomic_int pyrnn_gil_spinner __attribute__((aligned(64)));
@@ -49,13 +43,6 @@ static inline void pyrnn_handoff_entered(void)
                                             memory_order_release, memory_order_relaxed);
 }
 
-static inline long pyrnn_handoff_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
-
 /* Before taking the GIL back: wait up to max_ns while another stepping
  * thread holds it. */
 static inline void pyrnn_handoff_wait(long max_ns)
@@ -70,7 +57,7 @@ static inline void pyrnn_handoff_wait(long max_ns)
     while ((h = atomic_load_explicit(&pyrnn_gil_holder, memory_order_acquire)) != 0 && h != me) {
         PYRNN_RELAX();
         if ((++n & 15) == 0) {
-            long t = pyrnn_handoff_now();
+            long t = pyrnn_now_ns();
             if (t0 == 0)
                 t0 = t;
             else if (t - t0 > max_ns)

@@ -2,15 +2,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <time.h>
 #include "pair.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define RELAX() _mm_pause()
-#else
-#define RELAX() ((void)0)
-#endif
+#include "spin.h"
 
 /* how long the helper keeps spinning for the next job before it sleeps: long
  * enough to bridge the Python between two steps of a stream, short enough not
@@ -33,7 +26,7 @@ static atomic_int started;        /* helper thread running */
 static atomic_int failed;         /* could not start one: never try again */
 static atomic_int sleeping;
 static atomic_int enabled = 1;
-/* now_ns() before which no job is shared; doubles with each trouble in a row */
+/* pyrnn_now_ns() before which no job is shared; doubles with each trouble in a row */
 static atomic_long backoff_until __attribute__((aligned(128)));
 static atomic_long backoff_ns;
 /* The current job's chunks, claimed from both ends: the owner takes them
@@ -64,13 +57,6 @@ static struct {
 } __attribute__((aligned(128))) mine;
 static unsigned long first_seen;  /* jobs posted before the helper started */
 
-static long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
-
 static void *helper_main(void *unused)
 {
     (void)unused;
@@ -80,9 +66,9 @@ static void *helper_main(void *unused)
         long t0 = 0;
         int n = 0;
         while ((p = atomic_load_explicit(&jb.posted, memory_order_acquire)) == seen) {
-            RELAX();
+            PYRNN_RELAX();
             if ((++n & 63) == 0) {
-                long t = now_ns();
+                long t = pyrnn_now_ns();
                 if (t0 == 0) t0 = t;
                 else if (t - t0 > HELPER_SPIN_NS) {
                     pthread_mutex_lock(&mu);
@@ -161,7 +147,7 @@ int pyrnn_pair_acquire(void)
     int expect = 0;
     if (atomic_load(&failed) || !atomic_load(&enabled))
         return 0;
-    if (now_ns() < atomic_load_explicit(&backoff_until, memory_order_relaxed))
+    if (pyrnn_now_ns() < atomic_load_explicit(&backoff_until, memory_order_relaxed))
         return 0;
     if (!atomic_compare_exchange_strong(&owned, &expect, 1))
         return 0;
@@ -190,7 +176,7 @@ void pyrnn_pair_release(void)
 
 void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
 {
-    long t_start = now_ns();
+    long t_start = pyrnn_now_ns();
     if (t_start < atomic_load_explicit(&backoff_until, memory_order_relaxed)) {
         for (int c = 0; c < nchunks; c++)
             fn(arg, c);
@@ -231,16 +217,16 @@ void pyrnn_pair_run(pyrnn_chunk_fn fn, void *arg, int nchunks)
             atomic_store_explicit(&backoff_ns, 0, memory_order_relaxed);
         return;
     }
-    long t_own = now_ns(), t = t_own;
+    long t_own = pyrnn_now_ns(), t = t_own;
     int n = 0;
     while (atomic_load_explicit(&helper.done, memory_order_acquire) != theirs) {
-        RELAX();
+        PYRNN_RELAX();
         if ((++n & 63) == 0) {
-            t = now_ns();
+            t = pyrnn_now_ns();
             if (t - t_own > OWNER_SPIN_NS) sched_yield();
         }
     }
-    t = now_ns();
+    t = pyrnn_now_ns();
     long own = t_own - t_start;
     if (t - t_own > (2 * own > TROUBLE_FLOOR_NS ? 2 * own : TROUBLE_FLOOR_NS)) {
         long b = atomic_load_explicit(&backoff_ns, memory_order_relaxed);
