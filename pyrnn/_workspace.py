@@ -36,7 +36,7 @@ from . import _core
 
 _MAX_BYTES = 512 * 2 ** 20       # at most this much is kept idle
 _MAX_PER_SIZE = 8
-POOL_MIN_BYTES = 256 * 2 ** 10       # smaller arrays come cheaply from malloc
+_MIN_BYTES = 256 * 2 ** 10       # smaller arrays come cheaply from malloc
 _PAGE = 4096
 
 _lock = threading.Lock()
@@ -51,10 +51,19 @@ def take(shape, dtype):
     """An uninitialised C-contiguous array, from the pool when one fits."""
     dtype = np.dtype(dtype)
     n = math.prod(shape) * dtype.itemsize     # math.prod: np.prod costs µs per call
-    if n < POOL_MIN_BYTES:
+    if n < _MIN_BYTES:
         return on_line(shape, dtype)
     root, off = _root(n, False)
     return root[off:off + n].view(dtype).reshape(shape)
+
+
+def pooled(shape, dtype):
+    """take(shape, dtype) when the array is big enough to come from the pool,
+    else None (the caller then lets the compiled core allocate it)."""
+    dtype = np.dtype(dtype)
+    if math.prod(shape) * dtype.itemsize < _MIN_BYTES:
+        return None
+    return take(shape, dtype)
 
 
 def on_line(shape, dtype, fill=None):
@@ -88,7 +97,7 @@ def lend(shape, dtype):
     (its base is a _Lease, so it does not own its data)."""
     dtype = np.dtype(dtype)
     n = math.prod(shape) * dtype.itemsize
-    if n < POOL_MIN_BYTES:
+    if n < _MIN_BYTES:
         return np.empty(shape, dtype)
     root, off = _root(n, True)
     lease = _Lease()
@@ -141,7 +150,7 @@ def give(*arrays):
     """Return arrays obtained from take(); None entries are ignored (and lent
     arrays: their buffer comes back by itself)."""
     for a in arrays:
-        if a is None or a.nbytes < POOL_MIN_BYTES:     # never from the pool
+        if a is None or a.nbytes < _MIN_BYTES:     # never from the pool
             continue
         root = a
         while isinstance(root, np.ndarray) and root.base is not None:
@@ -151,7 +160,7 @@ def give(*arrays):
 
 def _give_root(root):
     if not (isinstance(root, np.ndarray) and root.dtype == np.uint8 and root.ndim == 1
-            and root.nbytes >= POOL_MIN_BYTES + _PAGE):
+            and root.nbytes >= _MIN_BYTES + _PAGE):
         return
     n = root.nbytes - _PAGE
     if n > _MAX_BYTES:

@@ -85,15 +85,13 @@ def direction_forward(mode, w, X, h0, c0, lengths, reverse, Y, hn, cn, train, ld
         # the core makes the other scratch and the fused biases itself; a big
         # GX comes from the pool (no fresh pages to fault in every call)
         a["b_ih"], a["b_hh"] = w["b_ih"], w["b_hh"]
-        if T * B * G * H * dt.itemsize >= _workspace.POOL_MIN_BYTES:
-            a["GX"] = take((T * B, G * H), dt)
+        a["GX"] = _workspace.pooled((T * B, G * H), dt)
     # The row stride comes from the caller: numpy's strides of a length-1 axis
     # are arbitrary, so they cannot be trusted to give it.
     _core.forward(kind, T, B, I, H, P, reverse, ldy or Y.shape[2], train,
                   lengths, dt == np.float64, nt, a)
     if not train:
-        if "GX" in a:
-            _workspace.give(a["GX"])
+        _workspace.give(a["GX"])
         return None
     _workspace.give(a["GX"], a["GH"])
     a.update(kind=kind, T=T, B=B, I=I, H=H, P=P, reverse=reverse, lengths=lengths)

@@ -33,13 +33,13 @@ def test_reuse_same_size_and_alignment(empty_pool):
     assert _root(b) is r and W._idle[0] == 0
     c = W.take((1000, 301), np.float32)        # other size: a new one
     assert _root(c) is not r
-    small = W.take((10,), np.float64)          # below POOL_MIN_BYTES: from malloc, never pooled
+    small = W.take((10,), np.float64)          # below _MIN_BYTES: from malloc, never pooled
     W.give(small, None)
     assert W._idle[0] == 0
 
 
 def test_small_scratch_starts_on_a_cache_line(empty_pool):
-    """Below POOL_MIN_BYTES too (malloc gives 16-byte alignment): the two cores of
+    """Below _MIN_BYTES too (malloc gives 16-byte alignment): the two cores of
     a batch-1 step write the halves of such rows, and must not share a line."""
     for shape, dt in [((2, 1, 128), np.float32), ((3, 7), np.float64), ((1,), np.float32),
                       ((0, 5), np.float32), ((1, 65535), np.float32)]:
@@ -93,7 +93,7 @@ def test_lent_array_comes_back_when_dropped(empty_pool):
     del a
     b = W.take((300, 1000), np.float32)        # back in the pool: taken again
     assert _root(b) is r
-    small = W.lend((10,), np.float64)          # below POOL_MIN_BYTES: plain numpy
+    small = W.lend((10,), np.float64)          # below _MIN_BYTES: plain numpy
     assert small.flags.owndata
 
 
@@ -119,7 +119,7 @@ def test_layer_outputs_reuse_dropped_buffers_and_never_held_ones():
     x1, x2 = (rng.standard_normal((50, 16, 128)).astype(np.float32) for _ in range(2))
     dy = rng.standard_normal((50, 16, 256)).astype(np.float32)
     y1 = layer(x1)[0]
-    assert y1.nbytes >= W.POOL_MIN_BYTES and not y1.flags.owndata
+    assert y1.nbytes >= W._MIN_BYTES and not y1.flags.owndata
     keep, addr = y1.copy(), y1.ctypes.data
     y2 = layer(x2)[0]                          # y1 is held: other memory, y1 intact
     assert y2.ctypes.data != addr and np.array_equal(y1, keep)
