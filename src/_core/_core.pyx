@@ -764,6 +764,39 @@ cdef void proj_chunk(void *arg, int chunk) noexcept nogil:
     input_proj_part(<Seq *> arg, <float *> NULL, chunk, 2)
 
 
+cdef enum:
+    JOB_PROJ = 0    # input_proj_part
+    JOB_WGRAD = 1   # wgrad_part
+
+
+cdef inline void job_part(Seq *s, floating *tag, int job, int k, int n) noexcept nogil:
+    if job == JOB_PROJ:
+        input_proj_part(s, tag, k, n)
+    else:
+        wgrad_part(s, tag, k, n)
+
+
+cdef void run_parts(Seq *s, floating *tag, int job, int n, bint paired) noexcept nogil:
+    """Parts 0..n-1 of a whole-sequence job: here when n <= 1; on this core
+    and the helper when the call holds the pair. A paired call always makes two
+    parts, whether or not the helper was free (the same bits either way), and
+    with the helper busy makes both here rather than start an OpenMP team, whose
+    worker would spin on the helper's core after the region."""
+    cdef int k
+    if paired:
+        n = min(n, 2)
+    if n <= 1:
+        job_part(s, tag, job, 0, 1)
+    elif s.pair:
+        pyrnn_pair_run(proj_chunk if job == JOB_PROJ else wgrad_chunk, s, 2)
+    elif paired:
+        job_part(s, tag, job, 0, 2)
+        job_part(s, tag, job, 1, 2)
+    else:
+        for k in prange(n, schedule='static', num_threads=n):
+            job_part(s, tag, job, k, n)
+
+
 cdef inline int row_threads(Seq *s, int nt) noexcept nogil:
     """Threads for the time loop: one block of batch rows each, and only when
     the call has enough recurrent work to pay for them."""
@@ -782,26 +815,9 @@ cdef void run_forward(Seq *s, floating *tag, int nt) noexcept nogil:
         paired = pair1_applies(s, nt)
         if paired:
             s.pair = pyrnn_pair_acquire()
-    n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
-    n = min(n, rows)
-    if paired:
-        # two parts whether or not the helper was free: the same bits either
-        # way, and no OpenMP team left spinning beside the helper
-        n = min(n, 2)
-    if s.cat:
-        pass        # each step makes its own input products
-    elif n <= 1:
-        input_proj_part(s, tag, 0, 1)
-    elif s.pair:
-        pyrnn_pair_run(proj_chunk, s, 2)
-    elif paired:
-        # helper busy or backing off: both parts here, not an OpenMP team
-        # (its worker would spin on the helper's core after the region)
-        input_proj_part(s, tag, 0, 2)
-        input_proj_part(s, tag, 1, 2)
-    else:
-        for k in prange(n, schedule='static', num_threads=n):
-            input_proj_part(s, tag, k, n)
+    if not s.cat:   # (cat: each step makes its own input products)
+        n = nt if <double> rows * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
+        run_parts(s, tag, JOB_PROJ, min(n, rows), paired)
     if floating is float:
         # after the projection, so that its own packed W_ih is freed first
         # (both alive at once grew malloc's heap again in the second call)
@@ -1127,19 +1143,7 @@ cdef void run_backward(Seq *s, floating *tag, int nt) noexcept nogil:
     big_free(s.Wpk, s.Wpk_bytes, s.Wpk_mapped)
     s.Wpk = NULL
     n = nt if <double> s.T * s.B * s.Ni * s.G * s.H >= PAR_MIN_WORK else 1
-    n = max(1, min(n, s.G * s.H))
-    if paired:
-        n = min(n, 2)
-    if n <= 1:
-        wgrad_part(s, tag, 0, 1)
-    elif s.pair:
-        pyrnn_pair_run(wgrad_chunk, s, 2)
-    elif paired:
-        wgrad_part(s, tag, 0, 2)      # helper busy: as in run_forward
-        wgrad_part(s, tag, 1, 2)
-    else:
-        for k in prange(n, schedule='static', num_threads=n):
-            wgrad_part(s, tag, k, n)
+    run_parts(s, tag, JOB_WGRAD, min(n, s.G * s.H), paired)
     if s.pair:
         pyrnn_pair_release()
         s.pair = 0
