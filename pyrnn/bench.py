@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from . import targets
+
 DEFAULT_SHAPES = ((100, 1, 128, 128), (100, 1, 512, 512), (200, 16, 64, 64),
                   (100, 32, 256, 256), (100, 64, 512, 512), (50, 128, 1024, 1024))
 QUICK_SHAPES = ((20, 1, 32, 32), (10, 8, 48, 48))
@@ -1245,6 +1247,17 @@ def plot(results, peaks, path):
     plt.close(fig)
 
 
+def _check_targets(report, a, check):
+    """Run check(rate) (pyrnn.targets) with read rates measured now, after the
+    timings; store the targets and rates in the report; return their table."""
+    if any(t > 1 for t in a.threads):
+        time.sleep(a.settle)    # the peers' idle workers must not share the cores
+    rate = targets.Rates(lambda n, t: targets.read_rate(n, t, min_time=a.min_time / 5))
+    report["targets"] = check(rate)
+    report["read_rate"] = rate.table
+    return "\n\n" + targets.format_targets(report["targets"])
+
+
 def main(argv=None):
     """Entry point of ``pyrnn bench``; returns the exit status."""
     try:
@@ -1317,7 +1330,8 @@ def main(argv=None):
                            "stream_steps": a.stream_steps if a.stream else None,
                            "flops": "2*B*(I+H)*G*H per step, G = 4 LSTM, 3 GRU, 2 MinimalGRU, "
                                     "1 RNN; training x3"},
-              "sgemm_peak": peaks, "notes": notes, "results": [], "stream": [], "memory": []}
+              "sgemm_peak": peaks, "notes": notes, "results": [], "stream": [], "memory": [],
+              "targets": [], "read_rate": []}
     if a.memory:
         report["settings"]["memory"] = (
             "VmHWM - VmRSS around one training step in a fresh process per peer and shape; "
@@ -1339,6 +1353,8 @@ def main(argv=None):
                     report["stream_throughput"].append(stream_throughput(
                         cell, H, steps=a.stream_steps * 2, repeats=a.repeats, seed=a.seed))
             text += "\n\n" + format_throughput(report["stream_throughput"])
+            text += _check_targets(report, a, lambda rate: targets.stream_targets(
+                report["stream"], report["stream_throughput"], peaks, rate))
     else:
         report["results"] = _run_grid(a, peers, notes, peaks, log)
         # measure the peak again: a busy moment at the start must not inflate %peak
@@ -1356,6 +1372,9 @@ def main(argv=None):
             for fig in e["peers"].values():
                 fig["pct_peak"] = 100.0 * fig["gflops"] / peak
         text = format_grid(report["results"], peers, peaks)
+        if pyrnn_core()[0] is not None:
+            text += _check_targets(report, a, lambda rate: targets.grid_targets(
+                report["results"], peaks, rate))
     if machine["simd"]:
         text += f"\npyrnn gate kernels: {machine['simd']} (PYRNN_SIMD=scalar|avx2 lowers it)"
     print(text)

@@ -180,6 +180,17 @@ def test_quick_run_writes_sound_json(tmp_path, capsys):
         except ImportError:
             continue
         assert peer in ran_any
+    # the targets of issue 3, each with its floor, and the read rates behind them
+    assert "targets met:" in table
+    if "pyrnn" in ran_any:
+        assert rep["targets"] and all(t["issue"] == 3 for t in rep["targets"])
+        for t in rep["targets"]:
+            assert t["met"] == (t["got"] >= t["want"])
+            assert _finite_pos(t["need"]) and _finite_pos(t["floor"])
+        assert rep["read_rate"] and all(_finite_pos(r["gbps"]) for r in rep["read_rate"])
+        for e in rep["results"]:
+            if "pyrnn" in e["peers"]:
+                assert _finite_pos(e["floor_ms"])
 
 
 def test_stream_quick_run(tmp_path):
@@ -205,6 +216,12 @@ def test_stream_quick_run(tmp_path):
             assert len(e["samples_steps_per_s"][n]) == 2
             assert all(_finite_pos(v) for v in e["samples_steps_per_s"][n])
         assert e["ratio"] == pytest.approx(e["steps_per_s_2"] / e["steps_per_s_1"])
+    got = [(t["issue"], t["where"], t["what"]) for t in rep["targets"]]
+    assert got == [(6, f"stream {c} H=32 t1", w) for c in ("lstm", "gru")
+                   for w, p in ((">= 5x torch", "torch"), (">= 2x onnxruntime", "onnxruntime"))
+                   if p in rep["stream"][0]["peers"]] + [
+        (6, f"throughput {c} H=32 x4 streams", ">= 1.7x steps/s, 2 Python threads over 1")
+        for c in ("lstm", "gru")]
 
 
 def test_stream_throughput_leaves_thread_count_alone():

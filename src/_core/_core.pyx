@@ -31,6 +31,7 @@ cdef extern from "packed.h" nogil:
     void pyrnn_pack_cat_f(int N, int K1, const float *W1, int ld1, int K2, const float *W2,
                           int ld2, float *P)
     void pyrnn_gemm_packed_f(int M, int N, int K, const float *A, int lda, const float *P, float *C, int ldc, int acc)
+    double pyrnn_read_seconds(const float *p, size_t n, int reps, float *sink)
     void pyrnn_gemm_packed2_f(int M, int N, int K1, const float *A1, int lda1, int K2,
                               const float *A2, int lda2, const float *P, float *C, int ldc,
                               int acc)
@@ -1446,6 +1447,23 @@ def _gemm_prepacked(cnp.ndarray A, cnp.ndarray P, int n, cnp.ndarray C):
     with nogil:
         pyrnn_gemm_packed_f(m, n, k, a, k, pp, c, n, 0)
     return C
+
+
+def _read_seconds(cnp.ndarray buf, int reps):
+    """Seconds for reps streaming reads of buf (C-contiguous float32), timed in
+    the core. The GIL is released, so Python threads on buffers of their own
+    measure the read rate of every core at once (`pyrnn bench`'s floors)."""
+    if buf.dtype != np.float32 or not cnp.PyArray_IS_C_CONTIGUOUS(buf):
+        raise TypeError("buf must be a C-contiguous float32 array")
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    cdef const float *p = <float *> cnp.PyArray_DATA(buf)
+    cdef size_t n = buf.size
+    cdef float sink
+    cdef double sec
+    with nogil:
+        sec = pyrnn_read_seconds(p, n, reps, &sink)
+    return sec
 
 
 def line_offset(cnp.ndarray a):

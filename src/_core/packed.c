@@ -1,6 +1,7 @@
 #include <string.h>
 #include "gates.h"     /* pyrnn_simd_level() */
 #include "packed.h"
+#include "spin.h"      /* pyrnn_now_ns() */
 
 #define NR 16
 #define MR 4
@@ -456,4 +457,55 @@ void pyrnn_gemm_packed_dir_f(int M, int N, int K, const float *A, int lda, const
                              float *C, int ldc, int acc, int rev)
 {
     pyrnn_gemm_packed2_dir_f(M, N, K, A, lda, 0, A, lda, P, C, ldc, acc, rev);
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* four independent sums of 8 lanes: the loads, not the add latency, set the pace */
+__attribute__((target("avx2")))
+static float read_avx2(const float *p, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+    }
+    float t[8], r = 0.0f;
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (int k = 0; k < 8; k++)
+        r += t[k];
+    for (; i < n; i++)
+        r += p[i];
+    return r;
+}
+#endif
+
+static float read_scalar(const float *p, size_t n)
+{
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += p[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+double pyrnn_read_seconds(const float *p, size_t n, int reps, float *sink)
+{
+    float (*read)(const float *, size_t) = read_scalar;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (pyrnn_simd_level() >= PYRNN_SIMD_AVX2)
+        read = read_avx2;
+#endif
+    float s = 0.0f;
+    long t0 = pyrnn_now_ns();
+    for (int r = 0; r < reps; r++)
+        s += read(p, n);
+    long t1 = pyrnn_now_ns();
+    *sink = s;
+    return (double)(t1 - t0) * 1e-9;
 }

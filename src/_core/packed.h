@@ -40,4 +40,8 @@ void pyrnn_gemm_packed_dir_f(int M, int N, int K, const float *A, int lda, const
 void pyrnn_gemm_packed2_dir_f(int M, int N, int K1, const float *A1, int lda1, int K2,
                               const float *A2, int lda2, const float *P, float *C, int ldc,
                               int acc, int rev);
+/* Seconds for `reps` streaming reads of p[0..n): the fastest a kernel can take
+ * in weights of that size, the memory floor in `pyrnn bench`. *sink gets the
+ * sum, so that the reads are not optimised away. */
+double pyrnn_read_seconds(const float *p, size_t n, int reps, float *sink);
 #endif

@@ -1,0 +1,186 @@
+"""The speed targets of issues 3 and 6, checked against a ``pyrnn bench`` report,
+each with this machine's floor: the least time any implementation could take.
+
+    floor = max(FLOPs / sgemm peak, bytes of weights read / read rate)
+
+both measured in the same run. The steps of a sequence run one after another and
+each reads all of W_hh (a stream step: W_ih and W_hh), so a call reads it T times,
+and training reads it again in the backward pass; ``read_rate`` is how fast the
+cores stream a buffer of that size from the cache that holds it (with 2 threads each
+core reads its half from its own). A target's time is the peer's time over the
+wanted ratio; where that is below the floor, nothing can meet the target here.
+"""
+import math
+import threading
+
+import numpy as np
+
+# (issue, what): the ratio wanted. Inference is against the fastest peer, training
+# against torch (the only peer that trains).
+INFER_B1_SMALL, INFER_B1_LARGE = 2.0, 1.1   # batch 1, H <= 128 / larger (L3-bound)
+INFER_B16 = 1.5                              # batch 2-16
+INFER_BIG, INFER_BIG_PCT = 1.0, 90.0         # batch 32+; % of peak at batch 64+
+TRAIN_SMALL, TRAIN_SMALL_GRU_RNN = 2.0, 5.0  # batch <= 16 (GRU and RNN: 5x)
+TRAIN_BIG, TRAIN_BIG_PCT = 1.1, 85.0         # batch 32+; % of peak at batch 64+
+THREADS_MIN_B, THREADS_X = 64, 1.8           # 2 threads over 1, batch 64 and up
+STREAM_TORCH, STREAM_ORT, STREAM_THROUGHPUT = 5.0, 2.0, 1.7
+
+_GATES = {"lstm": 4, "gru": 3, "gru_rb": 3, "mgru": 2, "rnn": 1}
+
+
+def read_rate(nbytes, threads, min_time=0.01, repeats=3):
+    """GB/s at which `threads` cores together stream-read nbytes, each its own
+    1/threads share (as pyrnn's batch-1 steps split the weights between the
+    cores), from whichever cache holds it: the sum of the cores' best rates
+    over `repeats` reads of about min_time seconds each, run at once."""
+    from . import _core
+    if nbytes <= 0 or threads < 1:
+        raise ValueError(f"read_rate: nbytes and threads must be positive, got {nbytes}, {threads}")
+    share = 32 * max(1, math.ceil(nbytes / (4 * threads * 32)))    # floats, whole AVX2 blocks
+    reps = max(1, int(min_time * 50e9 / (4 * share)))               # assume >= 50 GB/s
+    bufs = [np.ones(share, np.float32) for _ in range(threads)]
+    best = [math.inf] * threads
+
+    def run(i):
+        _core._read_seconds(bufs[i], 1)       # into the cache
+        for _ in range(repeats):
+            best[i] = min(best[i], _core._read_seconds(bufs[i], reps))
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(4 * share * reps / s for s in best) / 1e9
+
+
+def weight_bytes(cell, I, H, stream=False):
+    """float32 bytes one step reads: W_hh, and W_ih too for a stream step
+    (which has no input projection over the whole sequence)."""
+    return 4 * _GATES[cell] * H * (H + (I if stream else 0))
+
+
+class Rates:
+    """read_rate, measured once per (bytes, threads); ``table`` for the report."""
+
+    def __init__(self, measure=read_rate):
+        self._measure, self.table = measure, []
+
+    def __call__(self, nbytes, threads):
+        for r in self.table:
+            if r["bytes"] == nbytes and r["threads"] == threads:
+                return r["gbps"]
+        gbps = float(self._measure(nbytes, threads))
+        self.table.append({"bytes": nbytes, "threads": threads, "gbps": gbps})
+        return gbps
+
+
+def grid_floor_ms(entry, peak_gflops, rate):
+    """The floor of one grid entry (see the module's docstring), in ms."""
+    reads = entry["T"] * (2 if entry["mode"] == "train" else 1)
+    w = weight_bytes(entry["cell"], entry["I"], entry["H"])
+    compute = entry["flop"] / (peak_gflops * 1e9)
+    memory = reads * w / (rate(w, entry["threads"]) * 1e9)
+    return 1e3 * max(compute, memory)
+
+
+def stream_floor_us(entry, peak_gflops, rate):
+    """The floor of one batch-1 stream step, in µs."""
+    I, H = entry["input"], entry["hidden"]
+    w = weight_bytes(entry["cell"], I, H, stream=True)
+    flop = 2 * (I + H) * _GATES[entry["cell"]] * H
+    return 1e6 * max(flop / (peak_gflops * 1e9), w / (rate(w, entry["threads"]) * 1e9))
+
+
+def _target(issue, where, want, got, need, floor, unit, what):
+    met = got is not None and got >= want
+    return {"issue": issue, "where": where, "what": what, "want": want, "got": got,
+            "met": met, "need": need, "floor": floor, "unit": unit,
+            "reachable": None if need is None or floor is None else need >= floor}
+
+
+def grid_targets(results, peaks, rate):
+    """Issue 3's targets for every grid entry pyrnn ran in; adds ``floor_ms`` to
+    each such entry. Returns a list of target dicts."""
+    out, by_key = [], {}
+    for e in results:
+        me = e["peers"].get("pyrnn")
+        if me is None:
+            continue
+        peak = peaks[str(e["threads"])]["gflops"]
+        floor = e["floor_ms"] = grid_floor_ms(e, peak, rate)
+        by_key[(e["cell"], tuple(e["shape"]), e["mode"], e["threads"])] = e
+        B, H, cell = e["B"], e["H"], e["cell"]
+        where = (f"{cell} {':'.join(map(str, e['shape']))} {e['mode']} t{e['threads']}")
+        if e["mode"] == "infer":
+            want = (INFER_B1_SMALL if H <= 128 else INFER_B1_LARGE) if B == 1 else \
+                INFER_B16 if B <= 16 else INFER_BIG
+            peer = e.get("best_peer")
+        else:
+            want = (TRAIN_SMALL_GRU_RNN if cell in ("gru", "gru_rb", "mgru", "rnn")
+                    else TRAIN_SMALL) if B <= 16 else TRAIN_BIG
+            peer = "torch" if "torch" in e["peers"] else None
+        if peer is not None:
+            need = e["peers"][peer]["median_ms"] / want
+            out.append(_target(3, where, want, e["ratio"][peer], need, floor, "ms",
+                               f">= {want:g}x {peer}"))
+        if B >= THREADS_MIN_B:
+            pct = INFER_BIG_PCT if e["mode"] == "infer" else TRAIN_BIG_PCT
+            need = e["flop"] / (pct / 100 * peak * 1e9) * 1e3
+            out.append(_target(3, where, pct, me["pct_peak"], need, floor, "ms",
+                               f">= {pct:g}% of peak"))
+    for (cell, shape, mode, threads), e2 in by_key.items():
+        e1 = by_key.get((cell, shape, mode, 1))
+        if threads != 2 or e1 is None or shape[1] < THREADS_MIN_B:
+            continue
+        t1, t2 = e1["peers"]["pyrnn"]["median_ms"], e2["peers"]["pyrnn"]["median_ms"]
+        out.append(_target(3, f"{cell} {':'.join(map(str, shape))} {mode} t2", THREADS_X,
+                           t1 / t2, t1 / THREADS_X, e2["floor_ms"], "ms",
+                           f">= {THREADS_X:g}x 1 thread"))
+    return out
+
+
+def stream_targets(entries, throughput, peaks, rate):
+    """Issue 6's targets: per-step latency against torch and ONNX Runtime (adds
+    ``floor_us`` to each entry), and 2 Python threads over 1."""
+    out = []
+    for e in entries:
+        if "pyrnn" not in e["peers"]:
+            continue
+        floor = e["floor_us"] = stream_floor_us(e, peaks[str(e["threads"])]["gflops"], rate)
+        where = f"stream {e['cell']} H={e['hidden']} t{e['threads']}"
+        for peer, want in (("torch", STREAM_TORCH), ("onnxruntime", STREAM_ORT)):
+            if peer in e["peers"]:
+                need = e["peers"][peer]["median_us"] / want
+                out.append(_target(6, where, want, e["ratio"][peer], need, floor, "us",
+                                   f">= {want:g}x {peer}"))
+    for t in throughput:
+        out.append(_target(6, f"throughput {t['cell']} H={t['hidden']} x{t['streams']} streams",
+                           STREAM_THROUGHPUT, t["ratio"], None, None, None,
+                           f">= {STREAM_THROUGHPUT:g}x steps/s, 2 Python threads over 1"))
+    return out
+
+
+def format_targets(targets):
+    """The targets as a table, then a count of those met and of those out of reach."""
+    from .bench import _f, _table
+    rows = []
+    for t in targets:
+        pct = t["what"].endswith("of peak")
+        got = "-" if t["got"] is None else (f"{t['got']:.0f}%" if pct else f"{t['got']:.2f}x")
+        if t["met"]:
+            verdict = "met"
+        elif t["reachable"] is False:
+            verdict = f"missed; below the floor ({t['floor'] / t['need']:.2f}x)"
+        else:
+            verdict = "missed"
+        spec = ".3f" if t["unit"] == "ms" else ".2f"
+        rows.append([t["where"], t["what"], got, _f(t["need"], spec), _f(t["floor"], spec),
+                     verdict])
+    missed = [t for t in targets if not t["met"]]
+    out = sum(1 for t in missed if t["reachable"] is False)
+    return (_table(rows, ["where", "target", "got", "need", "floor", "verdict"])
+            + f"\n\ntargets met: {len(targets) - len(missed)} of {len(targets)}; of the "
+              f"{len(missed)} missed, {out} ask for less time than the floor. need: the time "
+              "(ms a call, us a step) that meets the target; floor: max(FLOPs at the peak, "
+              "weights read at the measured read rate), see pyrnn.targets.")
