@@ -48,6 +48,31 @@ def test_grid_floor_is_the_larger_of_compute_and_weight_reads():
     assert targets.grid_floor_ms(e, 200.0, fixed_rate) == pytest.approx(100 * 4 * 2 ** 20 / 100e9 * 1e3)
 
 
+def test_no_overlap_bound_adds_the_sequence_products_to_the_steps():
+    # LSTM 100:1:512:512 inference, 1 thread: the input projection (209.7152 MFLOP,
+    # 2.097152 ms at 100 GFLOP/s), then 100 steps each reading 4 MiB at 50 GB/s
+    # (8.388608 ms; their FLOPs would take 2.097 ms)
+    e = entry("lstm", (100, 1, 512, 512), "infer", 1, 9.5, {"onnxruntime": 10.0})
+    assert targets.grid_no_overlap_ms(e, 100.0, fixed_rate) == pytest.approx(2.097152 + 8.388608)
+    # training 100:1:128:128: dX and the weight gradients with the projection,
+    # 52.4288 MFLOP (0.524288 ms), then 200 W_hh reads of 256 KiB at 100 GB/s
+    e2 = entry("lstm", (100, 1, 128, 128), "train", 1, 1.0, {})
+    assert targets.grid_no_overlap_ms(e2, 100.0, fixed_rate) == pytest.approx(1.048576)
+    # batch 64: the steps are compute-bound, so the bound is the FLOPs at the peak
+    e3 = entry("rnn", (100, 64, 512, 512), "infer", 1, 70.0, {})
+    assert targets.grid_no_overlap_ms(e3, 100.0, fixed_rate) == pytest.approx(
+        targets.grid_floor_ms(e3, 100.0, fixed_rate))
+    # 1.1x ORT needs 9.0909 ms: above the floor (8.39), below the bound (10.49)
+    t, = targets.grid_targets([e], PEAKS, fixed_rate)
+    assert t["need"] == pytest.approx(10.0 / 1.1) and t["reachable"] is True
+    assert t["overlap_needed"] is True and not t["met"]
+    assert e["no_overlap_ms"] == pytest.approx(10.48576)
+    text = targets.format_targets([t])
+    assert "missed; below no-overlap (1.15x)" in text
+    assert ("of the 1 missed, 0 ask for less time than the floor and 1 more for less than "
+            "the no-overlap bound") in text
+
+
 def test_stream_floor_reads_both_weight_matrices():
     e = {"cell": "gru", "input": 256, "hidden": 256, "threads": 1}
     w = 4 * 3 * 256 * 512                      # W_ih and W_hh, 1.5 MiB: beyond L2
@@ -85,7 +110,7 @@ def test_grid_targets_verdicts_need_and_floor():
     assert res[0]["floor_ms"] == pytest.approx(0.262144)
     text = targets.format_targets(got)
     assert "missed; below the floor (1.31x)" in text
-    assert "targets met: 6 of 7; of the 1 missed, 1 ask for less time than the floor" in text
+    assert "targets met: 6 of 7; of the 1 missed, 1 ask for less time than the floor and 0" in text
 
 
 def test_stream_targets():
@@ -102,6 +127,7 @@ def test_stream_targets():
     assert e["floor_us"] == pytest.approx(floor)
     assert got[1]["need"] == pytest.approx(4.5) and got[1]["reachable"] is False
     assert got[2]["need"] is None and got[2]["reachable"] is None
+    assert got[1]["no_overlap"] == got[1]["floor"]          # a stream step is all steps
 
 
 def test_rates_measure_each_size_once():
