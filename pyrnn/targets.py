@@ -85,23 +85,27 @@ class Rates:
         return gbps
 
 
+def _grid_seconds(entry, peak_gflops, rate):
+    """(all FLOPs, the steps' FLOPs, the steps' W_hh reads) of one grid entry, in
+    seconds: at the peak, at the peak, at the read rate."""
+    reads = entry["T"] * (2 if entry["mode"] == "train" else 1)
+    G, B, H = _GATES[entry["cell"]], entry["B"], entry["H"]
+    w = weight_bytes(entry["cell"], entry["I"], H)
+    step_flop = reads * 2 * B * H * G * H       # h @ W_hh^T (and dgates @ W_hh)
+    return (entry["flop"] / (peak_gflops * 1e9), step_flop / (peak_gflops * 1e9),
+            reads * w / (rate(w, entry["threads"]) * 1e9))
+
+
 def grid_floor_ms(entry, peak_gflops, rate):
     """The floor of one grid entry (see the module's docstring), in ms."""
-    reads = entry["T"] * (2 if entry["mode"] == "train" else 1)
-    w = weight_bytes(entry["cell"], entry["I"], entry["H"])
-    compute = entry["flop"] / (peak_gflops * 1e9)
-    memory = reads * w / (rate(w, entry["threads"]) * 1e9)
+    compute, _, memory = _grid_seconds(entry, peak_gflops, rate)
     return 1e3 * max(compute, memory)
 
 
 def grid_no_overlap_ms(entry, peak_gflops, rate):
     """The no-overlap bound of one grid entry (see the module's docstring), in ms."""
-    reads = entry["T"] * (2 if entry["mode"] == "train" else 1)
-    G, B, H = _GATES[entry["cell"]], entry["B"], entry["H"]
-    step_flop = reads * 2 * B * H * G * H       # h @ W_hh^T (and dgates @ W_hh)
-    w = weight_bytes(entry["cell"], entry["I"], H)
-    steps = max(step_flop / (peak_gflops * 1e9), reads * w / (rate(w, entry["threads"]) * 1e9))
-    return 1e3 * ((entry["flop"] - step_flop) / (peak_gflops * 1e9) + steps)
+    compute, steps, memory = _grid_seconds(entry, peak_gflops, rate)
+    return 1e3 * (compute - steps + max(steps, memory))
 
 
 def stream_floor_us(entry, peak_gflops, rate):
@@ -132,7 +136,7 @@ def grid_targets(results, peaks, rate):
             continue
         peak = peaks[str(e["threads"])]["gflops"]
         floor = e["floor_ms"] = grid_floor_ms(e, peak, rate)
-        serial = e["no_overlap_ms"] = grid_no_overlap_ms(e, peak, rate)
+        no_overlap = e["no_overlap_ms"] = grid_no_overlap_ms(e, peak, rate)
         by_key[(e["cell"], tuple(e["shape"]), e["mode"], e["threads"])] = e
         B, H, cell = e["B"], e["H"], e["cell"]
         where = (f"{cell} {':'.join(map(str, e['shape']))} {e['mode']} t{e['threads']}")
@@ -147,12 +151,12 @@ def grid_targets(results, peaks, rate):
         if peer is not None:
             need = e["peers"][peer]["median_ms"] / want
             out.append(_target(3, where, want, e["ratio"][peer], need, floor, "ms",
-                               f">= {want:g}x {peer}", serial))
+                               f">= {want:g}x {peer}", no_overlap))
         if B >= THREADS_MIN_B:
             pct = INFER_BIG_PCT if e["mode"] == "infer" else TRAIN_BIG_PCT
             need = e["flop"] / (pct / 100 * peak * 1e9) * 1e3
             out.append(_target(3, where, pct, me["pct_peak"], need, floor, "ms",
-                               f">= {pct:g}% of peak", serial))
+                               f">= {pct:g}% of peak", no_overlap))
     for (cell, shape, mode, threads), e2 in by_key.items():
         e1 = by_key.get((cell, shape, mode, 1))
         if threads != 2 or e1 is None or shape[1] < THREADS_MIN_B:
@@ -205,10 +209,10 @@ def format_targets(targets):
                      _f(t.get("no_overlap"), spec), verdict])
     missed = [t for t in targets if not t["met"]]
     out = sum(1 for t in missed if t["reachable"] is False)
-    serial = sum(1 for t in missed if t.get("overlap_needed"))
+    overlap = sum(1 for t in missed if t.get("overlap_needed"))
     return (_table(rows, ["where", "target", "got", "need", "floor", "no-overlap", "verdict"])
             + f"\n\ntargets met: {len(targets) - len(missed)} of {len(targets)}; of the "
-              f"{len(missed)} missed, {out} ask for less time than the floor and {serial} more "
+              f"{len(missed)} missed, {out} ask for less time than the floor and {overlap} more "
               "for less than the no-overlap bound. need: the time (ms a call, us a step) that "
               "meets the target; floor: max(FLOPs at the peak, weights read at the measured "
               "read rate); no-overlap: the whole-sequence products at the peak, then the "
