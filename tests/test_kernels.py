@@ -28,7 +28,7 @@ def run(mode, proj, dtype, B=10, T=9, I=6, H=8, L=2, bi=True, seed=0):
     D, Hout = (2 if bi else 1), proj or H
     x = rng.standard_normal((T, B, I)).astype(dtype)
     dy = rng.standard_normal((T, B, D * Hout)).astype(dtype)
-    lengths = np.array((LENGTHS * 3)[:B])
+    lengths = np.minimum((LENGTHS * 3)[:B], T)      # every length in [0, T]
     y, hn, bw = layer.forward_train(x, None, lengths)
     dx, dhx = bw(dy)
     y_inf, hn_inf = layer(x, None, lengths)
@@ -679,3 +679,25 @@ def test_prepacked_product(m, n, k, restore_core):
         _core._gemm_prepacked(A, _core._pack(W), n + 32, np.empty((m, n + 32), np.float32))
     with pytest.raises(TypeError, match="A must be"):
         _core._gemm_prepacked(A.astype(np.float64), _core._pack(W), n, np.empty((m, n), np.float32))
+
+
+@pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
+def test_short_sequences(mode, proj, restore_core):
+    """From batch 2 a sequence of any length packs W_hh (BLAS's gemm would copy it
+    at every step); at batch 1 one row's input projection is BLAS's gemv. Steps
+    1-7 give float64's numbers (forward, inference, dx, states, every gradient,
+    with lengths) on 1 and 2 threads, and a 7-step call gives exactly the first 7
+    steps of an 8-step one: both take the packed kernels."""
+    for n in (1, 2):
+        pyrnn.set_num_threads(n)
+        for B, T in ((5, 1), (5, 3), (5, 7), (1, 1), (1, 3)):
+            want = run(mode, proj, np.float64, B=B, T=T)
+            got = run(mode, proj, np.float32, B=B, T=T)
+            for k, (a, b) in enumerate(zip(want, got)):
+                err = np.max(np.abs(a - b), initial=0) / max(1.0, np.max(np.abs(a), initial=0))
+                assert err <= 2e-5, (n, B, T, k, err)
+    layer = make_layer(mode, 6, 8, 1, False, proj, dtype=np.float32)
+    layer.load_state_dict(random_params(mode, 6, 8, 1, False, proj_size=proj,
+                                        dtype=np.float32, seed=4))
+    x = np.random.default_rng(4).standard_normal((8, 5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x[:7])[0], layer(x)[0][:7])

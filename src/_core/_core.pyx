@@ -74,6 +74,8 @@ cdef enum:
     PAR_MIN_WORK = 200000
     # below this many recurrent multiply-adds per call the time loop runs on one thread
     SEQ_PAR_MIN_WORK = 1000000
+    # batch-1 sequences of at least this many steps pack W_hh (see plan_pack)
+    PACK_MIN_STEPS = 8
     # the packed kernel re-reads h (B x P floats) per weight panel; measured at
     # the sgemm peak up to 2 MB of h (B = 512, P = 1024), and 14-26% faster
     # than BLAS at B = 128 (which repacks all of W_hh every step). Past 8 MB of
@@ -104,6 +106,8 @@ cdef enum:
     # pack W_ih themselves for the small-GEMM kernel: BLAS's own copy of W_ih
     # is most of its time there
     PROJ_PACKED_ROWS = 1024
+    # (one row is a matrix-vector product: BLAS's gemv reads W_ih in place,
+    # where the copy cost more than the product: LSTM 1:1:512:512 232 against 346 us)
     # ... and at any row count for inputs this narrow (200:16:64:64: 2-6% faster)
     PROJ_PACKED_NI = 64
     # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
@@ -315,7 +319,11 @@ cdef void plan_pack(Seq *s, bint transposed) noexcept nogil:
     s.Wpk = NULL
     s.Wpk_bytes = 0
     s.pair = 0
-    if s.T < 8 or not pyrnn_simd_active() or <size_t> s.B * K > PACKED_MAX_A:
+    # Batch 1 multiplies by W_hh with BLAS's gemv, which reads it in place: the
+    # copy pays from PACK_MIN_STEPS steps. From batch 2 BLAS's gemm copies W_hh
+    # itself at every step (LSTM 7:8:512:512 took twice as long as 8:8:512:512).
+    if ((s.B == 1 and s.T < PACK_MIN_STEPS) or not pyrnn_simd_active()
+            or <size_t> s.B * K > PACKED_MAX_A):
         return
     if s.kind == K_GRU_RB:
         s.sec3 = pyrnn_packed_size(s.H, 2 * s.H) if transposed else pyrnn_packed_size(2 * s.H, s.H)
@@ -348,8 +356,8 @@ cdef void pack_fill(Seq *s) noexcept nogil:
 cdef inline bint proj_packed(Seq *s, int rows) noexcept nogil:
     """Whether this call's input projection and dX use packed_product; decided
     on the whole call, so every split takes the same kernel."""
-    return proj_packed_rows > 0 and (all_packed or rows <= proj_packed_rows
-                                     or s.Ni <= PROJ_PACKED_NI)
+    return proj_packed_rows > 0 and (all_packed or rows >= 2 and (
+        rows <= proj_packed_rows or s.Ni <= PROJ_PACKED_NI))
 
 
 cdef bint packed_product(int m, int n, int k, const float *A, int lda, const float *W,
@@ -467,7 +475,7 @@ cdef void grb_pair2_chunk(void *arg, int chunk) noexcept nogil:
 
 cdef bint pair1_applies(Seq *s, int nt) noexcept nogil:
     """Whether this call's batch-1 steps may be shared with the helper core:
-    W_hh to be packed (float, AVX2, T >= 8), whole 16-unit panels, enough weights
+    W_hh to be packed (float, AVX2, T >= PACK_MIN_STEPS), whole 16-unit panels, enough weights
     (twice as much for GRU-RB, whose steps are two hand-offs each: at H = 128,
     196 KB, 0.317 ms shared against 0.305 alone over 100 steps; at H = 192
     0.509 against 0.648)."""
