@@ -106,8 +106,6 @@ cdef enum:
     # pack W_ih themselves for the small-GEMM kernel: BLAS's own copy of W_ih
     # is most of its time there
     PROJ_PACKED_ROWS = 1024
-    # (one row is a matrix-vector product: BLAS's gemv reads W_ih in place,
-    # where the copy cost more than the product: LSTM 1:1:512:512 232 against 346 us)
     # ... and at any row count for inputs this narrow (200:16:64:64: 2-6% faster)
     PROJ_PACKED_NI = 64
     # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
@@ -355,9 +353,11 @@ cdef void pack_fill(Seq *s) noexcept nogil:
 
 cdef inline bint proj_packed(Seq *s, int rows) noexcept nogil:
     """Whether this call's input projection and dX use packed_product; decided
-    on the whole call, so every split takes the same kernel."""
-    return proj_packed_rows > 0 and (all_packed or rows >= 2 and (
-        rows <= proj_packed_rows or s.Ni <= PROJ_PACKED_NI))
+    on the whole call, so every split takes the same kernel. Not for one row:
+    BLAS's gemv reads W_ih in place, where the copy cost more than the product
+    (LSTM 1:1:512:512: 232 against 346 us a call)."""
+    return proj_packed_rows > 0 and (all_packed or (rows >= 2 and (
+        rows <= proj_packed_rows or s.Ni <= PROJ_PACKED_NI)))
 
 
 cdef bint packed_product(int m, int n, int k, const float *A, int lda, const float *W,
