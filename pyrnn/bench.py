@@ -941,6 +941,9 @@ def _parser():
     p.add_argument("--stream-steps", type=int, default=None,
                    help="steps per timed call in --stream (default 100; --quick 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--compare", nargs="+", metavar="FILE",
+                   help="runs nothing: the targets of two or more --json files side by side "
+                        "(those not met in every run, and counts)")
     return p
 
 
@@ -1258,12 +1261,39 @@ def _check_targets(report, a, check):
     return "\n\n" + targets.format_targets(report["targets"])
 
 
+def _compare(files):
+    """``--compare``: print the targets of saved runs side by side; 2 on bad files."""
+    from . import targets
+    if len(files) < 2:
+        print("pyrnn bench: --compare: expected two or more --json files, got "
+              f"{len(files)}", file=sys.stderr)
+        return 2
+    runs = []
+    for f in files:
+        try:
+            with open(f, encoding="utf-8") as fh:
+                report = json.load(fh)
+        except (OSError, ValueError) as e:
+            print(f"pyrnn bench: --compare: cannot read {f}: {e}", file=sys.stderr)
+            return 2
+        ts = report.get("targets") if isinstance(report, dict) else None
+        if not isinstance(ts, list) or not ts:
+            print(f"pyrnn bench: --compare: {f} has no list of targets (a report of "
+                  "pyrnn bench --json, grid or --stream, has one)", file=sys.stderr)
+            return 2
+        runs.append(ts)
+    print(targets.format_compare([os.path.basename(f) for f in files], targets.compare(runs)))
+    return 0
+
+
 def main(argv=None):
     """Entry point of ``pyrnn bench``; returns the exit status."""
     try:
         a = _parser().parse_args(argv)
     except SystemExit as e:  # --help or a bad option: argparse has printed why
         return int(e.code or 0)
+    if a.compare is not None:
+        return _compare(a.compare)
     if a.repeats is not None and a.repeats < 1:
         print("pyrnn bench: --repeats: expected a positive integer", file=sys.stderr)
         return 2

@@ -93,6 +93,7 @@ data and options continues exactly where the run stopped.""",
   pyrnn info pyrnn-demo.safetensors""",
     "bench": """examples:
   pyrnn bench --quick
+  pyrnn bench --compare run1.json run2.json   targets of saved runs side by side
   pyrnn bench --help                  all options of the benchmark""",
 }
 

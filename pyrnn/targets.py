@@ -189,24 +189,30 @@ def stream_targets(entries, throughput, peaks, rate):
     return out
 
 
+def _got(t):
+    if t["got"] is None:
+        return "-"
+    return f"{t['got']:.0f}%" if t["what"].endswith("of peak") else f"{t['got']:.2f}x"
+
+
+def _verdict(t):
+    if t["met"]:
+        return "met"
+    if t["reachable"] is False:
+        return f"missed; below the floor ({t['floor'] / t['need']:.2f}x)"
+    if t.get("overlap_needed"):
+        return f"missed; below no-overlap ({t['no_overlap'] / t['need']:.2f}x)"
+    return "missed"
+
+
 def format_targets(targets):
     """The targets as a table, then a count of those met and of those out of reach."""
     from .bench import _f, _table
     rows = []
     for t in targets:
-        pct = t["what"].endswith("of peak")
-        got = "-" if t["got"] is None else (f"{t['got']:.0f}%" if pct else f"{t['got']:.2f}x")
-        if t["met"]:
-            verdict = "met"
-        elif t["reachable"] is False:
-            verdict = f"missed; below the floor ({t['floor'] / t['need']:.2f}x)"
-        elif t.get("overlap_needed"):
-            verdict = f"missed; below no-overlap ({t['no_overlap'] / t['need']:.2f}x)"
-        else:
-            verdict = "missed"
         spec = ".3f" if t["unit"] == "ms" else ".2f"
-        rows.append([t["where"], t["what"], got, _f(t["need"], spec), _f(t["floor"], spec),
-                     _f(t.get("no_overlap"), spec), verdict])
+        rows.append([t["where"], t["what"], _got(t), _f(t["need"], spec), _f(t["floor"], spec),
+                     _f(t.get("no_overlap"), spec), _verdict(t)])
     missed = [t for t in targets if not t["met"]]
     out = sum(1 for t in missed if t["reachable"] is False)
     overlap = sum(1 for t in missed if t.get("overlap_needed"))
@@ -217,3 +223,49 @@ def format_targets(targets):
               "meets the target; floor: max(FLOPs at the peak, weights read at the measured "
               "read rate); no-overlap: the whole-sequence products at the peak, then the "
               "steps; see pyrnn.targets.")
+
+
+def compare(runs):
+    """The targets of several runs (lists of target dicts, as saved under
+    "targets" by ``pyrnn bench --json``) side by side, matched by where and
+    what, in first-seen order: one row per target, each with ``targets`` (the
+    run's target dict, or None where that run did not check it)."""
+    rows, index = [], {}
+    for k, run in enumerate(runs):
+        for t in run:
+            key = (t["where"], t["what"])
+            if key not in index:
+                index[key] = len(rows)
+                rows.append({"where": t["where"], "what": t["what"],
+                             "targets": [None] * len(runs)})
+            rows[index[key]]["targets"][k] = t
+    return rows
+
+
+def format_compare(names, rows):
+    """The targets not met in every run that checked them (one ratio column per
+    run, then the last such run's verdict), and counts over all of them: the
+    noisy machine's way of quoting two runs."""
+    from .bench import _table
+    table, every, some, none, floor, overlap = [], 0, 0, 0, 0, 0
+    for r in rows:
+        ts = r["targets"]
+        checked = [t for t in ts if t is not None]
+        met = sum(t["met"] for t in checked)
+        if met == len(checked):
+            every += 1
+            continue
+        some += met > 0
+        last = checked[-1]
+        if met == 0:
+            none += 1
+            floor += last["reachable"] is False
+            overlap += bool(last.get("overlap_needed"))
+        table.append([r["where"], r["what"]] + ["-" if t is None else _got(t) for t in ts]
+                     + [f"{met} of {len(checked)}", _verdict(last)])
+    head = ["where", "target"] + list(names) + ["met in", "last verdict"]
+    return ((_table(table, head) + "\n\n" if table else "")
+            + f"{len(rows)} targets in {len(names)} runs: met in every run {every}, in some "
+              f"but not all {some}, in none {none} (in the last run that checked them, {floor} "
+              f"of those ask for less time than the floor and {overlap} more for less than the "
+              "no-overlap bound).")

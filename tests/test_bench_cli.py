@@ -312,3 +312,26 @@ def test_plot_writes_a_png(tmp_path):
                      "--peers", "torch", "--plot", str(out), "-q"])
     assert rc == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_prints_targets_of_saved_runs(tmp_path, capsys):
+    from pyrnn import targets
+    files = []
+    for k, got in enumerate((0.9, 1.3)):
+        t = targets._target(3, "lstm 100:1:128:128 infer t1", 1.1, got, 1.0, 0.5, "ms",
+                            ">= 1.1x onnxruntime", 0.7)
+        f = tmp_path / f"run{k + 1}.json"
+        f.write_text(json.dumps({"kind": "grid", "targets": [t]}))
+        files.append(str(f))
+    assert bench.main(["--compare"] + files) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split()[-7:] == ["onnxruntime", "0.90x", "1.30x", "1", "of", "2", "met"]
+    assert out[-1].startswith("1 targets in 2 runs: met in every run 0, in some but not all 1,")
+    # one file, an unreadable one, and a report without targets: exit 2, a line on stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "memory.json").write_text(json.dumps({"kind": "memory", "targets": []}))
+    for argv in ([files[0]], [files[0], str(tmp_path / "missing.json")],
+                 [files[0], str(tmp_path / "bad.json")], [files[0], str(tmp_path / "memory.json")]):
+        assert bench.main(["--compare"] + argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pyrnn bench: --compare:") and err.count("\n") == 1

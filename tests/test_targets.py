@@ -152,3 +152,32 @@ def test_read_probe():
         _core._read_seconds(buf, 0)
     with pytest.raises(ValueError, match="nbytes"):
         targets.read_rate(0, 1)
+
+
+def _t(where, what, got, want=1.0, need=1.0, floor=0.5, no_overlap=0.6):
+    return targets._target(3, where, want, got, need, floor, "ms", what, no_overlap)
+
+
+def test_compare_runs_counts_and_rows():
+    a = [_t("a", ">= 1x x", 1.2), _t("b", ">= 1x x", 0.9), _t("c", ">= 1x x", 0.8, floor=2.0),
+         _t("d", ">= 90% of peak", 95.0, want=90.0), _t("e", ">= 1x x", 0.7, no_overlap=1.5)]
+    b = [_t("a", ">= 1x x", 1.1), _t("b", ">= 1x x", 1.05), _t("c", ">= 1x x", 0.85, floor=2.0),
+         _t("e", ">= 1x x", 0.75, no_overlap=1.5), _t("f", ">= 1x x", 2.0)]
+    rows = targets.compare([a, b])
+    assert [(r["where"], [t is not None for t in r["targets"]]) for r in rows] == [
+        ("a", [True, True]), ("b", [True, True]), ("c", [True, True]), ("d", [True, False]),
+        ("e", [True, True]), ("f", [False, True])]
+    text = targets.format_compare(["r1.json", "r2.json"], rows)
+    *table, _, summary = text.splitlines()
+    assert table[0].split()[:4] == ["where", "target", "r1.json", "r2.json"]
+    lines = {ln.split()[0]: ln for ln in table[2:]}
+    assert sorted(lines) == ["b", "c", "e"]      # a, d and f met wherever they were checked
+    # b: missed, then met; c: missed twice, below the floor; e: below no-overlap
+    assert lines["b"].split()[-6:] == ["0.90x", "1.05x", "1", "of", "2", "met"]
+    assert lines["c"].split()[4:9] == ["0.80x", "0.85x", "0", "of", "2"]
+    assert lines["c"].endswith("missed; below the floor (2.00x)")
+    assert lines["e"].endswith("missed; below no-overlap (1.50x)")
+    assert summary == (
+        "6 targets in 2 runs: met in every run 3, in some but not all 1, in none 2 (in the last "
+        "run that checked them, 1 of those ask for less time than the floor and 1 more for less "
+        "than the no-overlap bound).")
