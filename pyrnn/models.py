@@ -20,6 +20,7 @@ from .layers import GRU, LSTM, RNN, MinimalGRU
 from .nn import (Dropout, Embedding, Linear, Module, as_float_array, as_index_array,
                  check_dtype, once)
 from .sampling import as_generator, sample_logits
+from .stream import Stream
 
 __all__ = ["LanguageModel", "SequenceTagger", "SequenceClassifier", "Seq2Seq", "CELLS"]
 
@@ -155,11 +156,17 @@ class LanguageModel(Module):
         def gen():
             logits, st = self.forward(prime[:, None], state)
             last = logits[-1, 0]
+            stream = None
             for _ in range(length):
                 tok = sample_logits(last, temperature, top_k, top_p, rng)
                 yield tok
-                logits, st = self.forward(np.array([[tok]], np.int64), st)
-                last = logits[-1, 0]
+                # one token at a time: a stream step reads packed weights it keeps,
+                # where a 1-step layer call would repack them (LSTM 2 x 256: see the docs)
+                if stream is None:
+                    stream = Stream(self.rnn, 1)
+                    stream.state = st
+                y = stream.step(self.embed(np.array([[tok]], np.int64))[0])
+                last = self.head(y)[0]
 
         return gen()
 

@@ -7,6 +7,7 @@ import pytest
 import pyrnn.io
 from pyrnn import clip, losses, optim, tasks
 from pyrnn.models import LanguageModel, Seq2Seq, SequenceClassifier, SequenceTagger
+from pyrnn.sampling import sample_logits
 
 from _oracle import fd_check, require_torch
 
@@ -88,6 +89,34 @@ def test_lm_generate_streams_and_is_seeded():
     out = list(m.generate([4], 6, temperature=0))
     lg, _ = m.forward(np.array([4] + out[:-1])[:, None])
     assert out == list(lg[:, 0].argmax(-1))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mgru"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lm_generate_carries_the_state_into_its_stream(cell, dtype, monkeypatch):
+    """After the prime, generate steps a Stream: from a given state, its logits are
+    the teacher-forced forward's (greedy ids equal their argmax), and a sampled run
+    draws the same ids as a loop of 1-step forward calls with the same generator."""
+    import pyrnn.models
+    import pyrnn.stream
+    made = []
+    monkeypatch.setattr(pyrnn.models, "Stream",
+                        lambda *a, **k: made.append(1) or pyrnn.stream.Stream(*a, **k))
+    m = LanguageModel(30, 8, 32, 2, cell=cell, dtype=dtype, seed=1)
+    rng = np.random.default_rng(5)
+    _, state = m.forward(rng.integers(0, 30, (9, 1)))          # a non-zero start
+    prime = [3, 7, 1]
+    out = list(m.generate(prime, 12, temperature=0, state=state))
+    lg, _ = m.forward(np.array(prime + out[:-1])[:, None], state)
+    assert out == list(lg[len(prime) - 1:, 0].argmax(-1))
+    assert made == [1]          # one stream for the whole run
+    got = list(m.generate(prime, 12, temperature=1.3, seed=11, state=state))
+    gen, want = np.random.default_rng(11), []
+    lg, st = m.forward(np.array(prime)[:, None], state)
+    for _ in range(12):
+        want.append(sample_logits(lg[-1, 0], 1.3, rng=gen))
+        lg, st = m.forward(np.array([[want[-1]]]), st)
+    assert got == want
 
 
 def test_lm_matches_torch_training_50_steps():
