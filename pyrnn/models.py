@@ -455,11 +455,17 @@ class Seq2Seq(Module):
         pad = eos_id if pad_id is None else pad_id
         out = np.full((int(max_len), B), pad, np.int64)
         state = self.encode(src, src_lengths)
+        if B == 0 or int(max_len) == 0:
+            return out
+        # the decoder as a stream: decode_step's 1-step layer call would pack its
+        # weights afresh at every step
+        stream = Stream(self.decoder, B)
+        stream.state = state
         tok = np.full(B, bos_id, np.int64)
         done = np.zeros(B, bool)
         for t in range(int(max_len)):
-            logits, state = self.decode_step(tok, state)
-            tok = pick(logits)
+            y = stream.step(self.tgt_embed(tok.reshape(1, -1))[0])
+            tok = pick(self.head(y))
             out[t] = np.where(done, pad, tok)
             done |= tok == eos_id
             if done.all():

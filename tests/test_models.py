@@ -349,6 +349,39 @@ def test_seq2seq_greedy_decode_matches_teacher_forcing_on_its_own_output():
     np.testing.assert_array_equal(m.generate(src, sl, 6, 0, 99, temperature=0), out)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mgru"])
+def test_seq2seq_decodes_on_a_stream_as_decode_step_does(cell, monkeypatch):
+    """Greedy and sampled decoding step the decoder as a Stream; each gives the ids
+    of a loop of decode_step (1-step layer calls), EOS and padding included, and
+    an empty batch or max_len 0 gives an empty result."""
+    import pyrnn.models
+    import pyrnn.stream
+    made = []
+    monkeypatch.setattr(pyrnn.models, "Stream",
+                        lambda *a, **k: made.append(1) or pyrnn.stream.Stream(*a, **k))
+    m = Seq2Seq(9, 7, embed_size=5, hidden_size=16, num_layers=2, cell=cell, seed=2)
+    src, sl = np.random.default_rng(1).integers(0, 9, (6, 4)), np.array([6, 2, 4, 1])
+
+    def by_steps(pick):
+        out, state = np.full((8, 4), 6, np.int64), m.encode(src, sl)
+        tok, done = np.zeros(4, np.int64), np.zeros(4, bool)
+        for t in range(8):
+            lg, state = m.decode_step(tok, state)
+            tok = pick(lg)
+            out[t] = np.where(done, 6, tok)
+            done |= tok == 3
+        return out
+
+    np.testing.assert_array_equal(m.greedy_decode(src, sl, 8, 0, 3, pad_id=6),
+                                  by_steps(lambda lg: lg.argmax(-1)))
+    gen = np.random.default_rng(4)
+    np.testing.assert_array_equal(m.generate(src, sl, 8, 0, 3, temperature=1.5, seed=4, pad_id=6),
+                                  by_steps(lambda lg: sample_logits(lg, 1.5, rng=gen)))
+    assert made == [1, 1]       # one stream per decode
+    assert m.greedy_decode(src[:, :0], sl[:0], 8, 0, 3).shape == (8, 0)
+    assert m.greedy_decode(src, sl, 0, 0, 3).shape == (0, 4)
+
+
 # ---------------------------------------------------------------- save / load
 
 def _models():
