@@ -142,7 +142,10 @@ class LanguageModel(Module):
 
         The prime (a non-empty 1-D sequence of ids) is run first; each sampled id
         is fed back with the carried state, so output can be streamed.
-        ``temperature=0`` is greedy.
+        ``temperature=0`` is greedy. After the prime the recurrent stack runs as a
+        :class:`pyrnn.stream.Stream`, on a snapshot of its weights: parameters
+        changed in place between two tokens are seen once ``params_updated()``
+        is called (optimizers and ``load_state_dict`` do).
         """
         prime = _ids(np.asarray(list(prime_ids) if not isinstance(prime_ids, np.ndarray)
                                 else prime_ids, dtype=np.int64), "prime_ids", ndim=1)
@@ -474,7 +477,9 @@ class Seq2Seq(Module):
 
     def greedy_decode(self, src, src_lengths, max_len, bos_id, eos_id, pad_id=None):
         """Argmax decoding -> ids (max_len, B); each row's EOS is kept, the steps
-        after it hold ``pad_id`` (default: ``eos_id``)."""
+        after it hold ``pad_id`` (default: ``eos_id``). The decoder runs as a
+        :class:`pyrnn.stream.Stream` of batch B (the same ids as a loop of
+        :meth:`decode_step`)."""
         return self._decode(src, src_lengths, max_len, bos_id, eos_id,
                             lambda lg: lg.argmax(axis=-1), pad_id)
 
