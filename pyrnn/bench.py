@@ -1282,7 +1282,13 @@ def _compare(files):
                   "pyrnn bench --json, grid or --stream, has one)", file=sys.stderr)
             return 2
         runs.append(ts)
-    print(targets.format_compare([os.path.basename(f) for f in files], targets.compare(runs)))
+    try:
+        text = targets.format_compare([os.path.basename(f) for f in files], targets.compare(runs))
+    except (KeyError, TypeError, ValueError) as e:
+        print(f"pyrnn bench: --compare: a target in {', '.join(files)} is not one that "
+              f"pyrnn bench writes ({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 

@@ -159,15 +159,15 @@ class LanguageModel(Module):
         def gen():
             logits, st = self.forward(prime[:, None], state)
             last = logits[-1, 0]
-            stream = None
+            if length == 0:
+                return
+            # one token at a time: a stream step reads packed weights it keeps,
+            # where a 1-step layer call would pack them afresh (README, Serving)
+            stream = Stream(self.rnn, 1)
+            stream.state = st
             for _ in range(length):
                 tok = sample_logits(last, temperature, top_k, top_p, rng)
                 yield tok
-                # one token at a time: a stream step reads packed weights it keeps,
-                # where a 1-step layer call would repack them (LSTM 2 x 256: see the docs)
-                if stream is None:
-                    stream = Stream(self.rnn, 1)
-                    stream.state = st
                 y = stream.step(self.embed(np.array([[tok]], np.int64))[0])
                 last = self.head(y)[0]
 

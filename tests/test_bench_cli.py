@@ -330,8 +330,10 @@ def test_compare_prints_targets_of_saved_runs(tmp_path, capsys):
     # one file, an unreadable one, and a report without targets: exit 2, a line on stderr
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "memory.json").write_text(json.dumps({"kind": "memory", "targets": []}))
+    (tmp_path / "odd.json").write_text(json.dumps({"kind": "grid", "targets": [{"where": 1}]}))
     for argv in ([files[0]], [files[0], str(tmp_path / "missing.json")],
-                 [files[0], str(tmp_path / "bad.json")], [files[0], str(tmp_path / "memory.json")]):
+                 [files[0], str(tmp_path / "bad.json")], [files[0], str(tmp_path / "memory.json")],
+                 [files[0], str(tmp_path / "odd.json")]):
         assert bench.main(["--compare"] + argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("pyrnn bench: --compare:") and err.count("\n") == 1
