@@ -581,6 +581,39 @@ if "avx512" in _core.simd_levels():
                     np.testing.assert_array_equal(a, b)
 
 
+def _row_kernel_sums(a, W, k1):
+    """The one-row kernel's float32 sums, emulated: for each output, four
+    chains of fused multiply-adds (k-step k of each segment [a[:k1] | a[k1:]]
+    into chain k % 4, the segment's last K % 4 into chain 0), then
+    (c0 + c1) + (c2 + c3). A product of two float32 is exact in float64, so
+    float64(acc) + product rounded to float32 is the FMA's single rounding
+    (bar double rounding, which these seeds do not hit)."""
+    acc = np.zeros((4, W.shape[0]), np.float32)
+    for lo, hi in ((0, k1), (k1, a.size)):
+        for k in range(lo, hi):
+            c = (k - lo) % 4 if k < hi - (hi - lo) % 4 else 0
+            acc[c] = (acc[c].astype(np.float64)
+                      + np.float64(a[k]) * W[:, k].astype(np.float64)).astype(np.float32)
+    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+
+
+@pytest.mark.skipif("avx2" not in _core.simd_levels(), reason="needs AVX2+FMA")
+def test_row_kernel_sum_order(restore_core):
+    """The batch-1 (one-row) packed kernel keeps its exact sums whatever the
+    loop shape: k-steps in blocks of 8 (the row broadcast in registers), 4
+    and 1, each segment of [x | h] from its own k = 0. Every batch-1 step
+    (sequences, streams, the helper core's half) takes these bits."""
+    _core.set_simd_level("avx2")
+    rng = np.random.default_rng(11)
+    for n, k, k1 in [(200, 70, 30), (48, 16, 16), (40, 129, 64), (16, 7, 3), (64, 256, 128),
+                     (32, 13, 0)]:
+        a = rng.standard_normal((1, k)).astype(np.float32)
+        W = rng.standard_normal((n, k)).astype(np.float32)
+        want = _row_kernel_sums(a[0], W, k1)
+        for rev in (False, True):
+            np.testing.assert_array_equal(_core._packed_product(a, W, k1, rev)[0], want)
+
+
 @pytest.mark.parametrize("level", [lv for lv in _core.simd_levels() if lv != "scalar"])
 def test_packed_kernel_either_direction_same_bits(level, restore_core):
     """The packed product taken last panel first (rev) gives the same bits as
