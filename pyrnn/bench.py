@@ -1048,11 +1048,16 @@ def _run_grid(a, peers, notes, peaks, log):
     return results
 
 
-def stream_throughput(cell, H, n_streams=4, steps=200, repeats=5, seed=0):
+def stream_throughput(cell, H, n_streams=4, steps=200, repeats=5, seed=0, min_time=0.05):
     """Steps per second of n_streams batch-1 streams sharing one pyrnn layer,
     stepped by one Python thread, then by two (half the streams each), with
     pyrnn on one thread per step so that each Python thread has a core.
-    Medians of `repeats` interleaved samples."""
+    A sample makes every stream take `steps` steps `rounds` times, enough
+    rounds for one thread to take min_time seconds; its clock starts once the
+    worker threads are up and waiting at a barrier, so thread start-up is not
+    timed (with 200 steps of 4 H = 128 streams, 4 ms a sample, it was: GRU's
+    ratio read 1.04-1.42 there, 1.77 over 2,000 steps). Medians of `repeats`
+    interleaved samples."""
     import threading
 
     import pyrnn
@@ -1064,32 +1069,48 @@ def stream_throughput(cell, H, n_streams=4, steps=200, repeats=5, seed=0):
     before = pyrnn.get_num_threads()
     pyrnn.set_num_threads(1)
 
-    def work(streams):
-        for t in range(steps):
-            for st in streams:
-                st.step(xs[t])
+    def work(streams, rounds):
+        for _ in range(rounds):
+            for t in range(steps):
+                for st in streams:
+                    st.step(xs[t])
 
-    def sample(n_threads):
+    def sample(n_threads, rounds):
         streams = [Stream(layer, 1) for _ in range(n_streams)]
-        work(streams)                                   # warm up
+        work(streams, 1)                                # warm up
         parts = [streams[k::n_threads] for k in range(n_threads)]
-        ths = [threading.Thread(target=work, args=(p,)) for p in parts]
-        t0 = time.perf_counter()
+        barrier = threading.Barrier(n_threads + 1, timeout=600)
+        errors = []
+
+        def worker(part):
+            barrier.wait()
+            try:
+                work(part, rounds)
+            except BaseException as e:      # re-raised below: no rate from failed steps
+                errors.append(e)
+
+        ths = [threading.Thread(target=worker, args=(p,)) for p in parts]
         for th in ths:
             th.start()
+        barrier.wait()
+        t0 = time.perf_counter()
         for th in ths:
             th.join()
-        return n_streams * steps / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+        return n_streams * steps * rounds / elapsed
 
     try:
+        rounds = max(1, math.ceil(min_time * sample(1, 1) / (n_streams * steps)))
         got = {1: [], 2: []}
         for _ in range(repeats):
             for n in (1, 2):
-                got[n].append(sample(n))
+                got[n].append(sample(n, rounds))
     finally:
         pyrnn.set_num_threads(before)
     one, two = float(np.median(got[1])), float(np.median(got[2]))
-    return {"cell": cell, "hidden": H, "streams": n_streams, "steps": steps,
+    return {"cell": cell, "hidden": H, "streams": n_streams, "steps": steps, "rounds": rounds,
             "samples_steps_per_s": {"1": got[1], "2": got[2]},
             "steps_per_s_1": one, "steps_per_s_2": two, "ratio": two / one}
 
@@ -1387,7 +1408,8 @@ def main(argv=None):
                 for H in a.stream_hidden:
                     log(f"stream throughput {cell} H={H}: 1 and 2 Python threads")
                     report["stream_throughput"].append(stream_throughput(
-                        cell, H, steps=a.stream_steps * 2, repeats=a.repeats, seed=a.seed))
+                        cell, H, steps=a.stream_steps * 2, repeats=a.repeats, seed=a.seed,
+                        min_time=a.min_time))
             text += "\n\n" + format_throughput(report["stream_throughput"])
             text += _check_targets(report, a, lambda rate: targets.stream_targets(
                 report["stream"], report["stream_throughput"], peaks, rate))

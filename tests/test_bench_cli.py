@@ -233,6 +233,29 @@ def test_stream_throughput_leaves_thread_count_alone():
     assert _finite_pos(e["steps_per_s_1"]) and _finite_pos(e["steps_per_s_2"])
 
 
+def test_stream_throughput_samples_last_min_time():
+    # 10 steps of H = 16 take microseconds: a 20 ms sample repeats them many times
+    e = bench.stream_throughput("rnn", 16, n_streams=2, steps=5, repeats=1, min_time=0.02)
+    assert e["rounds"] > 10
+
+
+def test_stream_throughput_raises_a_failed_step(monkeypatch):
+    # a step failing in a worker thread must not yield a rate (nor hang the barrier)
+    import threading
+
+    from pyrnn.stream import Stream
+    step = Stream.step
+
+    def failing(self, x):
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("step failed in a worker")
+        return step(self, x)
+
+    monkeypatch.setattr(Stream, "step", failing)
+    with pytest.raises(RuntimeError, match="in a worker"):
+        bench.stream_throughput("rnn", 16, n_streams=2, steps=5, repeats=1, min_time=0.001)
+
+
 def test_stream_peers_compute_the_same_steps():
     # the per-step peers feed their state back; after the same steps they must agree
     torch = pytest.importorskip("torch")
