@@ -1013,6 +1013,24 @@ def _note(notes, text):
         notes.append(text)
 
 
+def _raise_peaks(results, peaks, notes):
+    """Where a timed call of the grid ran faster than the sgemm peak measured
+    before and after it, the machine was busy at both measurements (run 3 of
+    2026-12-07 took 136.5 GFLOP/s for 2 threads, against 167-170 in the runs
+    around it, and reported 102-113% of it): % of peak is then taken of that
+    call's rate, a bound the machine reached, so it never reads above 100.
+    The measured figure stays in peaks[t]["measured_gflops"], and a note says so."""
+    for t, pk in peaks.items():
+        best = max((fig["gflops"] for e in results if str(e["threads"]) == t
+                    for fig in e["peers"].values()), default=0.0)
+        if best > pk["gflops"]:
+            _note(notes, f"{t} thread(s): a timed call ran at {best:.1f} GFLOP/s, above the "
+                         f"sgemm peak measured before and after the grid ({pk['gflops']:.1f}: "
+                         f"the machine was busy then); % of peak is taken of {best:.1f}")
+            pk["measured_gflops"] = pk["gflops"]
+            pk["gflops"] = best
+
+
 def _run_grid(a, peers, notes, peaks, log):
     results = []
     for threads in a.threads:
@@ -1425,6 +1443,7 @@ def main(argv=None):
             for key in ("gflops", "blas_gflops", "packed_gflops"):
                 if key in again:
                     pk[key] = max(pk.get(key, 0.0), again[key])
+        _raise_peaks(report["results"], peaks, notes)
         for e in report["results"]:
             peak = peaks[str(e["threads"])]["gflops"]
             for fig in e["peers"].values():
