@@ -7,14 +7,15 @@
 A step of the whole stack is ONE compiled call: no Python and no allocation
 per layer (the returned array is the stream's own output buffer, overwritten
 by the next step: copy it to keep it). It releases the GIL when it has at
-least 65,536 multiply-adds (batch x gates x hidden x (input + hidden), summed
-over layers: e.g. a batch-1 LSTM of 128 units, or an RNN of 192); a shorter
+least 24,576 multiply-adds (batch x gates x hidden x (input + hidden), summed
+over layers: e.g. a batch-1 GRU of 64 units, or an RNN of 111); a shorter
 step keeps it, as NumPy does for small arrays, since handing the GIL to a
 waiting thread and back costs more than the step. A step that released it
 and finds another stepping thread holding it spins briefly for it rather
 than sleeping (src/_core/handoff.h): 4 batch-1 LSTM H = 128 streams on 2
 Python threads then run 1.7-1.9x the steps per second of one thread (1.05x
-without the spin, 0.97x keeping the GIL). Streams
+without the spin, 0.97x keeping the GIL), 4 RNN H = 128 streams 1.3-1.6x
+(0.9-1.15x keeping it). Streams
 step on a snapshot of the layer's weights; after ``load_state_dict`` (or any
 ``params_updated()``) each stream switches to the new weights at its next
 step, so a step never sees half-updated weights. Many streams may share one

@@ -507,6 +507,16 @@ def test_gil_released_only_for_steps_worth_it():
     assert max(_other_thread_ran_during_step(big, xb, 0.005, 40, until_seen=True)) > 0
     # Kept: a 10 s switch interval, so only a release lets the other thread in.
     assert max(_other_thread_ran_during_step(small, xs, 10.0)) == 0
+    # Which steps release it: from 24,576 multiply-adds over all layers and rows
+    want = {(pyrnn.RNN, 64, 1, 1): False,       # 8,192
+            (pyrnn.RNN, 64, 1, 2): False,       # 16,384
+            (pyrnn.RNN, 64, 4, 1): True,        # 32,768
+            (pyrnn.GRU, 64, 1, 1): True,        # 24,576
+            (pyrnn.RNN, 128, 1, 1): True,       # 32,768
+            (pyrnn.MinimalGRU, 32, 2, 2): False}  # 16,384
+    for (cls, H, B, L), releases in want.items():
+        st = Stream(cls(H, H, num_layers=L, seed=0), batch_size=B)
+        assert st._core.releases_gil is releases, (cls.__name__, H, B, L)
     old = _core._set_stream_nogil_macs(1e18)
     try:
         assert max(_other_thread_ran_during_step(big, xb, 10.0)) == 0

@@ -110,11 +110,13 @@ cdef enum:
     PROJ_PACKED_NI = 64
     # a stream step of fewer multiply-adds than this keeps the GIL, as NumPy
     # does for small arrays. 4 batch-1 streams on 2 Python threads, steps per
-    # second over 1 thread's (medians of 16, with the hand-off spin): LSTM
-    # H = 128 (131,072 MACs, 5.5 us) 0.98 keeping it, 1.89 releasing it; RNN
-    # H = 128 (32,768 MACs, 1.7 us) 0.85-0.93 keeping it, 1.07-1.11 releasing
-    # it, which also cost one thread 4% of its steps.
-    STREAM_NOGIL_MACS = 65536
+    # second over 1 thread's (7 samples a side, clocked from a barrier once
+    # the threads run), keeping it / releasing it: RNN H = 64 (8,192 MACs,
+    # 0.7 us) 1.08 / 0.86, and 10% slower alone; GRU H = 64 (24,576, 1.65 us)
+    # 0.95 / 1.63, 4% slower alone; RNN H = 128 (32,768, 1.9 us) 0.92-1.15 /
+    # 1.28-1.64, as fast alone. Between 12,800 and 18,432 either way within
+    # the noise. (The old 65,536 came from samples that timed thread start-up.)
+    STREAM_NOGIL_MACS = 24576
     # a stream step that released the GIL spins at most this long for another
     # stepping thread to release it (handoff.h) before blocking in take_gil
     HANDOFF_SPIN_NS = 20000
@@ -1674,6 +1676,12 @@ cdef class StreamCore:
     cdef double macs      # multiply-adds per step (see STREAM_NOGIL_MACS)
     cdef list keep
     cdef object out2, out1
+
+    @property
+    def releases_gil(self):
+        """Whether a step releases the GIL: at least STREAM_NOGIL_MACS
+        multiply-adds over all layers."""
+        return self.macs >= stream_nogil_macs
 
     def __cinit__(self, int B, bint double, list specs):
         self.layers = NULL
