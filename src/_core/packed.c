@@ -219,6 +219,22 @@ static void tile6(int K1, const float *A1, int lda1, int K2, const float *A2, in
     }
 }
 
+/* Element i of a 128-bit half, in every lane (both halves of v alike). */
+#define SPLAT(v, imm) _mm256_shuffle_ps(v, v, imm)
+/* Four k-steps of row1 from panel q: k-step j multiplies row element xj
+ * (in every lane) into its own pair of accumulators. */
+#define ROW1_QUAD(q, x0, x1, x2, x3) do {                                       \
+        __m256 y0_ = (x0), y1_ = (x1), y2_ = (x2), y3_ = (x3);                  \
+        s0 = _mm256_fmadd_ps(y0_, _mm256_loadu_ps(q), s0);                      \
+        s1 = _mm256_fmadd_ps(y0_, _mm256_loadu_ps((q) + 8), s1);                \
+        t0 = _mm256_fmadd_ps(y1_, _mm256_loadu_ps((q) + 16), t0);               \
+        t1 = _mm256_fmadd_ps(y1_, _mm256_loadu_ps((q) + 24), t1);               \
+        u0 = _mm256_fmadd_ps(y2_, _mm256_loadu_ps((q) + 32), u0);               \
+        u1 = _mm256_fmadd_ps(y2_, _mm256_loadu_ps((q) + 40), u1);               \
+        v0 = _mm256_fmadd_ps(y3_, _mm256_loadu_ps((q) + 48), v0);               \
+        v1 = _mm256_fmadd_ps(y3_, _mm256_loadu_ps((q) + 56), v1);               \
+    } while (0)
+
 /* One row (batch 1): a matrix-vector product, bound by loading the panel.
  * Four k-steps in flight with their own accumulators hide the FMA latency;
  * they are summed in a fixed order at the end. Eight elements of the row are
@@ -241,46 +257,14 @@ static void row1(int K1, const float *A1, int K2, const float *A2, const float *
         const float *q = p + (size_t)k * NR;
         __m256 hv = _mm256_loadu_ps(a + k);
         __m256 lo = _mm256_permute2f128_ps(hv, hv, 0x00);
-        __m256 x = _mm256_shuffle_ps(lo, lo, 0x00);
-        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q), s0);
-        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 8), s1);
-        x = _mm256_shuffle_ps(lo, lo, 0x55);
-        t0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 16), t0);
-        t1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 24), t1);
-        x = _mm256_shuffle_ps(lo, lo, 0xAA);
-        u0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 32), u0);
-        u1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 40), u1);
-        x = _mm256_shuffle_ps(lo, lo, 0xFF);
-        v0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 48), v0);
-        v1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 56), v1);
         __m256 hi = _mm256_permute2f128_ps(hv, hv, 0x11);
-        x = _mm256_shuffle_ps(hi, hi, 0x00);
-        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 64), s0);
-        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 72), s1);
-        x = _mm256_shuffle_ps(hi, hi, 0x55);
-        t0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 80), t0);
-        t1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 88), t1);
-        x = _mm256_shuffle_ps(hi, hi, 0xAA);
-        u0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 96), u0);
-        u1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 104), u1);
-        x = _mm256_shuffle_ps(hi, hi, 0xFF);
-        v0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 112), v0);
-        v1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 120), v1);
+        ROW1_QUAD(q, SPLAT(lo, 0x00), SPLAT(lo, 0x55), SPLAT(lo, 0xAA), SPLAT(lo, 0xFF));
+        ROW1_QUAD(q + 64, SPLAT(hi, 0x00), SPLAT(hi, 0x55), SPLAT(hi, 0xAA), SPLAT(hi, 0xFF));
     }
     for (; k + 4 <= K; k += 4) {
         const float *q = p + (size_t)k * NR;
-        __m256 x = _mm256_broadcast_ss(a + k);
-        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q), s0);
-        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 8), s1);
-        x = _mm256_broadcast_ss(a + k + 1);
-        t0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 16), t0);
-        t1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 24), t1);
-        x = _mm256_broadcast_ss(a + k + 2);
-        u0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 32), u0);
-        u1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 40), u1);
-        x = _mm256_broadcast_ss(a + k + 3);
-        v0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 48), v0);
-        v1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(q + 56), v1);
+        ROW1_QUAD(q, _mm256_broadcast_ss(a + k), _mm256_broadcast_ss(a + k + 1),
+                  _mm256_broadcast_ss(a + k + 2), _mm256_broadcast_ss(a + k + 3));
     }
     for (; k < K; k++) {
         __m256 x = _mm256_broadcast_ss(a + k);
@@ -304,6 +288,8 @@ static void row1(int K1, const float *A1, int K2, const float *A2, const float *
     if (acc) for (int j = 0; j < cols; j++) c[j] += t[j];
     else memcpy(c, t, (size_t)cols * sizeof(float));
 }
+#undef ROW1_QUAD
+#undef SPLAT
 
 /* 8 rows x 32 columns (panels p0 and p1) in AVX-512: 16 accumulators, twice
  * the columns per load and per instruction of the AVX2 tiles, and bound by
