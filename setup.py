@@ -55,7 +55,7 @@ ext = Extension(
              os.path.join(CORE, "packed.c"), os.path.join(CORE, "gemm_tn.c"),
              os.path.join(CORE, "pair.c")],
     include_dirs=[CORE, np.get_include()],
-    depends=[os.path.join(CORE, f) for f in ("gates.h", "gates_impl.h", "packed.h", "gemm_tn.h",
+    depends=[os.path.join(CORE, f) for f in ("gates.h", "gates_impl.h", "gates_avx2.h", "packed.h", "gemm_tn.h",
                                                 "pair.h", "handoff.h", "spin.h", "blas.pxd", "gates.pxd")],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=["-O3", "-std=gnu11", "-fno-strict-aliasing", "-pthread"] + omp_c,

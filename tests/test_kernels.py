@@ -46,6 +46,38 @@ def test_simd_approximation_error(level):
         assert np.isfinite(err) and 0 <= err < 1e-6, f"{level} {name} error {err:.3e}"
 
 
+@pytest.mark.parametrize("level", _core.simd_levels())
+def test_activation_bits_do_not_depend_on_position(level, restore_core):
+    """The SIMD cell bodies run blocks of several vectors and a masked last
+    block: a value's sigmoid and tanh must have the same bits wherever it
+    sits, so that units split among threads (or a stream's rows) agree. Also
+    checks the special values against libm."""
+    _core.set_simd_level(level)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(77) * 6).astype(np.float32)
+    x[:12] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e30, -1e30, 88.5, -87.5, 1e-40, 20, -20]
+    for which, ref in ((0, lambda v: 1 / (1 + np.exp(-v))), (1, np.tanh)):
+        whole = _core._activation(which, x)
+        for k in range(0, 40):
+            for n in (1, 7, 8, 9, 15, 16, 17, 33):
+                part = _core._activation(which, np.ascontiguousarray(x[k:k + n]))
+                np.testing.assert_array_equal(part.view(np.uint32),
+                                              whole[k:k + n].view(np.uint32))
+        with np.errstate(over="ignore"):
+            want = ref(x.astype(np.float64))
+        assert np.isnan(whole[2]) and not np.isnan(np.delete(whole, 2)).any()
+        ok = ~np.isnan(want)
+        assert np.max(np.abs(whole[ok] - want[ok])) < 1e-6
+        if which == 1:      # tanh keeps the sign of zero and saturates at +-1
+            assert np.signbit(whole[1]) and not np.signbit(whole[0])
+            assert whole[3] == 1 and whole[4] == -1
+    assert _core._activation(1, x.astype(np.float64)).dtype == np.float64
+    with pytest.raises(ValueError, match="which"):
+        _core._activation(2, x)
+    with pytest.raises(TypeError, match="float32"):
+        _core._activation(0, np.arange(8, dtype=np.int32))
+
+
 def test_simd_levels_of_this_cpu():
     levels = _core.simd_levels()
     assert levels[0] == "scalar" and list(levels) == ["scalar", "avx2", "avx512"][:len(levels)]
@@ -564,7 +596,7 @@ def test_step_product_with_x_and_h_together(mode, proj, I, H, T, B, restore_core
 if "avx512" in _core.simd_levels():
     @pytest.mark.parametrize("mode,proj", MODES, ids=IDS)
     def test_avx512_same_bits_as_avx2(mode, proj, restore_core):
-        """The AVX-512 level (8x32 product tiles, 16-wide gate kernels) does the
+        """The AVX-512 level (8x32 product tiles; the gate kernels are AVX2's) does the
         same IEEE operations per element in the same order as AVX2: the bits
         must match, forward, inference, dx, states and every gradient. Shapes
         cover whole and partial weight panels, an odd last panel, rows past the

@@ -1459,6 +1459,21 @@ def _gemm_prepacked(cnp.ndarray A, cnp.ndarray P, int n, cnp.ndarray C):
     return C
 
 
+def _activation(int which, cnp.ndarray x):
+    """sigmoid (which 0) or tanh (1) of x (C-contiguous float32 or float64)
+    through the gate kernels' activations at the current SIMD level. For tests."""
+    if which not in (0, 1):
+        raise ValueError(f"which must be 0 (sigmoid) or 1 (tanh), got {which}")
+    if x.dtype not in (np.float32, np.float64) or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        raise TypeError("x must be a C-contiguous float32 or float64 array")
+    y = np.empty_like(x)
+    if x.dtype == np.float32:
+        act_f(which, x.size, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y))
+    else:
+        act_d(which, x.size, <double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y))
+    return y
+
+
 def _read_seconds(cnp.ndarray buf, int reps):
     """Seconds for reps streaming reads of buf (C-contiguous float32), timed in
     the core. The GIL is released, so Python threads on buffers of their own

@@ -1,9 +1,9 @@
-/* Instantiates the gate kernels (gates_impl.h) four times -- float scalar,
- * float AVX2+FMA, float AVX-512, double scalar -- and dispatches the float
- * ones at run time to the best level this CPU has (PYRNN_SIMD caps it).
- * The scalar kernels use libm and are the reference; the AVX2 ones use the
- * branch-free exp below, which the compiler vectorises. No -march=native,
- * no -ffast-math: the target is set per function. */
+/* Instantiates the gate kernels (gates_impl.h) three times -- float scalar,
+ * float AVX2+FMA, double scalar -- and dispatches the float ones at run time
+ * (PYRNN_SIMD caps the level). The scalar kernels use libm and are the
+ * reference; the AVX2 ones take their cell bodies, the part with the
+ * activations, from gates_avx2.h. No -march=native, no -ffast-math: the
+ * target is set per function. */
 /* Python builds extensions with -fwrapv; signed index arithmetic that may
  * wrap keeps GCC from vectorising the kernels' strided gate loops. Nothing
  * here relies on signed overflow. */
@@ -48,75 +48,16 @@
  * used by anyone here. This is not -ffast-math: IEEE results are kept. */
 #pragma GCC optimize("no-trapping-math")
 
-/* exp(x) for float: Cody-Waite range reduction x = n ln2 + r, a degree-6
- * polynomial for e^r on |r| <= ln2/2 (Cephes' coefficients), then scale by
- * 2^n through the exponent bits. Relative error ~1e-7. Comparisons written
- * so that NaN stays NaN; the clamp keeps 2^n a normal number. */
-static inline float fast_expf(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    /* round to nearest by the 1.5*2^23 trick: floorf is a libm call here */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float r2 = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r2 + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &e, sizeof s);
-    return p * s;
-}
-
-static inline float fast_sigmoidf(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
-
-/* tanh(|x|) = (1 - e) / (1 + e), e = exp(-2|x|): no overflow for any x, and
- * an absolute error of a few ulp of 1 near 0. */
-static inline float fast_tanhf(float x)
-{
-    float e = fast_expf(-2.0f * fabsf(x));
-    float a = (1.0f - e) / (1.0f + e);
-    return copysignf(a, x);
-}
-
+#include "gates_avx2.h"
 #define REAL float
 #define KATTR static
 #define NAME(base) base##_f_avx2
-#define SIGM(x) fast_sigmoidf(x)
-#define TANH(x) fast_tanhf(x)
 #include "gates_impl.h"
 #undef REAL
 #undef KATTR
 #undef NAME
-#undef SIGM
-#undef TANH
+#undef PYRNN_VEC_CELLS
 
-#pragma GCC pop_options
-
-/* The same kernels with 16-float vectors. The gate loops are bound by the
- * latency of their exp/divide chains rather than by throughput, so twice the
- * units per chain makes them 1.4-1.7x faster even on cores that split 512-bit
- * operations in two (Zen 4). Same formulas, accuracy and bits as AVX2. */
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512dq,prefer-vector-width=512")
-#pragma GCC optimize("no-trapping-math")
-#define REAL float
-#define KATTR static
-#define NAME(base) base##_f_avx512
-#define SIGM(x) fast_sigmoidf(x)
-#define TANH(x) fast_tanhf(x)
-#include "gates_impl.h"
-#undef REAL
-#undef KATTR
-#undef NAME
-#undef SIGM
-#undef TANH
 #pragma GCC pop_options
 #endif
 
@@ -174,10 +115,10 @@ int pyrnn_set_simd(int on)
 }
 
 #ifdef PYRNN_HAVE_AVX2
+/* The AVX-512 level runs the AVX2 gate kernels (its own are the products'
+ * wider tiles), so the two levels give the same bits by construction. */
 #define DISPATCH(base, args) \
-    do { int lv_ = pyrnn_simd_level(); \
-         if (lv_ == PYRNN_SIMD_AVX512) base##_f_avx512 args; \
-         else if (lv_ == PYRNN_SIMD_AVX2) base##_f_avx2 args; \
+    do { if (pyrnn_simd_level() >= PYRNN_SIMD_AVX2) base##_f_avx2 args; \
          else base##_f_scalar args; } while (0)
 #else
 #define DISPATCH(base, args) base##_f_scalar args
@@ -261,8 +202,7 @@ double pyrnn_simd_max_error(int level, int which, uint32_t stride)
             uint32_t u = (uint32_t)bits;
             memcpy(&xs[n], &u, sizeof u);
         }
-        if (level == PYRNN_SIMD_AVX512) act_f_avx512(which, n, xs, ys);
-        else act_f_avx2(which, n, xs, ys);
+        act_f_avx2(which, n, xs, ys);
         for (int i = 0; i < n; i++) {
             double x = xs[i];
             if (isnan(x)) {

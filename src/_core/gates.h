@@ -62,7 +62,7 @@ PYRNN_DECLARE(double, d)
 /* Instruction-set levels of the float kernels. */
 #define PYRNN_SIMD_SCALAR 0
 #define PYRNN_SIMD_AVX2 1      /* AVX2 + FMA */
-#define PYRNN_SIMD_AVX512 2    /* gate kernels in AVX-512 (F, VL, BW, DQ); products AVX2 */
+#define PYRNN_SIMD_AVX512 2    /* products in AVX-512 (F, VL, BW, DQ) tiles; gate kernels AVX2 */
 
 /* The level the float kernels run now (first call: the best this CPU has,
  * capped by PYRNN_SIMD=scalar|avx2). */

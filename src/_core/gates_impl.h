@@ -5,6 +5,17 @@
 
 #define ACTIVE(b) (len == NULL || (int64_t)t < len[b])
 
+#ifndef PYRNN_VEC_CELLS
+/* The cell bodies below (those with activations) have hand-written AVX2
+ * versions in gates_avx2.h, which defines PYRNN_VEC_CELLS. */
+static inline void NAME(rnn_cell)(int H, const REAL *restrict x, const REAL *restrict bx,
+    const REAL *restrict r, REAL *restrict h1)
+{
+    if (r) { for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j] + r[j]); }
+    else { for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j]); }
+}
+#endif
+
 KATTR void NAME(rnn_fwd)(int relu, int nb, int H, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
     const REAL *restrict hp, REAL *restrict hn, REAL *restrict y, int ldy,
@@ -24,10 +35,8 @@ KATTR void NAME(rnn_fwd)(int relu, int nb, int H, const int64_t *len, int t,
                 /* a > 0 ? a : 0 keeps NaN as NaN, like torch.relu */
                 h1[j] = a < 0 ? (REAL)0 : a;
             }
-        } else if (r) {
-            for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j] + r[j]);
         } else {
-            for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j]);
+            NAME(rnn_cell)(H, x, bx, r, h1);
         }
         for (int j = 0; j < H; j++) yb[j] = h1[j];
         if (A) for (int j = 0; j < H; j++) A[(size_t)b * H + j] = h1[j];
@@ -55,6 +64,7 @@ KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
     }
 }
 
+#ifndef PYRNN_VEC_CELLS
 /* The cell bodies take the gate pre-activations from PRE(offset): x + bias +
  * the recurrent part r, or (r == NULL: the [x | h] product already holds it)
  * x + bias, without reading a row of zeros. */
@@ -95,6 +105,7 @@ static inline void NAME(lstm_cell_keep)(int H, int gs, const REAL *restrict x,
 }
 #undef LSTM_CELL
 #undef LSTM_KEEP
+#endif
 
 /* LSTM, gates i f g o. Without projection hout is h' (and y is written);
  * with projection hout is m = o*tanh(c') and y/hp are NULL: the driver
@@ -199,6 +210,7 @@ KATTR void NAME(proj_bwd_pre)(int nb, int P, const int64_t *len, int t,
     }
 }
 
+#ifndef PYRNN_VEC_CELLS
 static inline void NAME(gru_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict bhn,
     const REAL *restrict h0, REAL *restrict h1)
@@ -225,6 +237,7 @@ static inline void NAME(gru_cell_keep)(int H, int gs, const REAL *restrict x,
         ar[j] = rr; az[j] = z; an[j] = n; gb[j] = hn_;
     }
 }
+#endif
 
 /* GRU, reset after (PyTorch): gates r z n; A = [r, z, n], GHN = W_hn h + b_hn. */
 KATTR void NAME(gru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
@@ -283,6 +296,33 @@ KATTR void NAME(gru_bwd)(int nb, int H, const int64_t *len, int t,
 /* GRU, reset before (Cho et al.): step 1 makes r, z and r*h; the driver
  * multiplies r*h by W_hn; step 2 makes n and h'. gh here has stride 2 gs;
  * gs is the gate stride of gx, A and dg (H, or more for a slice of units). */
+#ifndef PYRNN_VEC_CELLS
+static inline void NAME(grb_cell1)(int H, int gs, const REAL *restrict x,
+    const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
+    REAL *restrict ab, REAL *restrict rh)
+{
+    for (int j = 0; j < H; j++) {
+        REAL rr = SIGM(x[j] + bx[j] + r[j]);
+        ab[j] = rr;
+        ab[gs + j] = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
+        rh[j] = rr * h0[j];
+    }
+}
+
+/* x, bx: the n gate's; ab: the row's [r, z, n] */
+static inline void NAME(grb_cell2)(int H, int gs, const REAL *restrict x,
+    const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
+    REAL *restrict ab, REAL *restrict h1)
+{
+    for (int j = 0; j < H; j++) {
+        REAL n = TANH(x[j] + bx[j] + r[j]);
+        REAL z = ab[gs + j];
+        ab[2 * (size_t)gs + j] = n;
+        h1[j] = n + z * (h0[j] - n);
+    }
+}
+#endif
+
 KATTR void NAME(grb_fwd1)(int nb, int H, int gs, const int64_t *len, int t,
     const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
     const REAL *restrict hp, REAL *restrict A, REAL *restrict RH)
@@ -295,12 +335,7 @@ KATTR void NAME(grb_fwd1)(int nb, int H, int gs, const int64_t *len, int t,
             for (int j = 0; j < H; j++) { ab[j] = 0; ab[gs + j] = 0; rh[j] = 0; }
             continue;
         }
-        for (int j = 0; j < H; j++) {
-            REAL rr = SIGM(x[j] + bx[j] + r[j]);
-            ab[j] = rr;
-            ab[gs + j] = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
-            rh[j] = rr * h0[j];
-        }
+        NAME(grb_cell1)(H, gs, x, bx, r, h0, ab, rh);
     }
 }
 
@@ -318,12 +353,7 @@ KATTR void NAME(grb_fwd2)(int nb, int H, int gs, const int64_t *len, int t,
             for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; ab[2 * (size_t)gs + j] = 0; }
             continue;
         }
-        for (int j = 0; j < H; j++) {
-            REAL n = TANH(x[j] + bx[2 * (size_t)gs + j] + r[j]);
-            REAL z = ab[gs + j];
-            ab[2 * (size_t)gs + j] = n;
-            h1[j] = n + z * (h0[j] - n);
-        }
+        NAME(grb_cell2)(H, gs, x, bx + 2 * (size_t)gs, r, h0, ab, h1);
         for (int j = 0; j < H; j++) yb[j] = h1[j];
     }
 }
@@ -369,6 +399,7 @@ KATTR void NAME(grb_bwd2)(int nb, int H, int gs, const int64_t *len, int t,
     }
 }
 
+#ifndef PYRNN_VEC_CELLS
 #define MGRU_CELL(PRE, KEEP)                                                    \
     for (int j = 0; j < H; j++) {                                               \
         REAL z = SIGM(PRE(0));                                                  \
@@ -395,6 +426,7 @@ static inline void NAME(mgru_cell_keep)(int H, int gs, const REAL *restrict x,
 }
 #undef MGRU_CELL
 #undef MGRU_KEEP
+#endif
 
 /* Minimal GRU: gates z n, both biases pre-summed. A = [z, n]. */
 KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
@@ -442,11 +474,13 @@ KATTR void NAME(mgru_bwd)(int nb, int H, const int64_t *len, int t,
 }
 
 /* Elementwise activation, for tests of the approximations: 0 sigmoid, 1 tanh. */
+#ifndef PYRNN_VEC_CELLS
 KATTR void NAME(act)(int which, int64_t n, const REAL *restrict x, REAL *restrict y)
 {
     if (which == 0) for (int64_t i = 0; i < n; i++) y[i] = SIGM(x[i]);
     else for (int64_t i = 0; i < n; i++) y[i] = TANH(x[i]);
 }
+#endif
 
 #undef ACTIVE
 
