@@ -78,6 +78,17 @@ def test_activation_bits_do_not_depend_on_position(level, restore_core):
         _core._activation(0, np.arange(8, dtype=np.int32))
 
 
+def test_gate_kernel_hook_checks_its_arguments():
+    # bench/test_bench_kernels.py times this; every cell runs, bad arguments raise
+    for cell in ("lstm", "gru", "rnn", "mgru"):
+        for keep in (False, True):
+            assert _core._gate_kernel(cell, 3, 37, 2, keep) is None
+    with pytest.raises(ValueError, match="cell must be one of"):
+        _core._gate_kernel("gru_rb", 1, 8, 1)
+    with pytest.raises(ValueError, match="positive"):
+        _core._gate_kernel("lstm", 0, 8, 1)
+
+
 def test_simd_levels_of_this_cpu():
     levels = _core.simd_levels()
     assert levels[0] == "scalar" and list(levels) == ["scalar", "avx2", "avx512"][:len(levels)]

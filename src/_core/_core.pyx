@@ -1474,6 +1474,46 @@ def _activation(int which, cnp.ndarray x):
     return y
 
 
+_GATE_KINDS = {"rnn": (K_RNN_TANH, 1), "lstm": (K_LSTM, 4), "gru": (K_GRU, 3),
+               "mgru": (K_MGRU, 2)}
+
+
+def _gate_kernel(str cell, int nb, int H, int reps, bint keep=False):
+    """Run one float32 forward gate kernel (the current SIMD level) `reps`
+    times on nb rows of H units of fixed data, the GIL released; keep: also
+    store what training keeps. For the kernel benchmarks in bench/."""
+    if cell not in _GATE_KINDS:
+        raise ValueError(f"cell must be one of {sorted(_GATE_KINDS)}, got {cell!r}")
+    if nb < 1 or H < 1 or reps < 1:
+        raise ValueError(f"nb, H and reps must be positive, got {nb}, {H}, {reps}")
+    cdef int kind = _GATE_KINDS[cell][0], G = _GATE_KINDS[cell][1], r
+    rng = np.random.default_rng(0)
+    gxa = (rng.standard_normal((nb, G * H)) * 3).astype(np.float32)
+    gha = rng.standard_normal((nb, G * H)).astype(np.float32)
+    bxa = np.full(G * H, 0.1, np.float32)
+    hpa = rng.uniform(-1, 1, (nb, H)).astype(np.float32)
+    outs = [np.zeros((nb, G * H), np.float32) for _ in range(5)]
+    cdef float *gx = <float *> cnp.PyArray_DATA(gxa)
+    cdef float *gh = <float *> cnp.PyArray_DATA(gha)
+    cdef float *bx = <float *> cnp.PyArray_DATA(bxa)
+    cdef float *hp = <float *> cnp.PyArray_DATA(hpa)
+    cdef float *hn = <float *> cnp.PyArray_DATA(outs[0])
+    cdef float *y = <float *> cnp.PyArray_DATA(outs[1])
+    cdef float *cn = <float *> cnp.PyArray_DATA(outs[2])
+    cdef float *A = <float *> cnp.PyArray_DATA(outs[3]) if keep else NULL
+    cdef float *X2 = <float *> cnp.PyArray_DATA(outs[4]) if keep else NULL
+    with nogil:
+        for r in range(reps):
+            if kind == K_RNN_TANH:
+                rnn_fwd_f(0, nb, H, NULL, 0, gx, bx, gh, hp, hn, y, H, A)
+            elif kind == K_LSTM:
+                lstm_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, hp, cn, hp, hn, y, H, A, X2)
+            elif kind == K_GRU:
+                gru_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, bx, hp, hn, y, H, A, X2)
+            else:
+                mgru_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, hp, hn, y, H, A)
+
+
 def _read_seconds(cnp.ndarray buf, int reps):
     """Seconds for reps streaming reads of buf (C-contiguous float32), timed in
     the core. The GIL is released, so Python threads on buffers of their own
