@@ -190,18 +190,25 @@ static inline void lstm_cell_keep_f_avx2(int H, int gs, const float *x, const fl
 #undef B0_
 }
 
-/* ---- GRU, reset after: r z n, n = tanh(x_n + r (W_hn h + b_hn)) ---- */
-VAI void gru_block(int j, const __m256i *m, int gs, const float *x, const float *bx,
-                   const float *r, const float *bhn, const float *h0, float *h1, float *ar,
-                   float *az, float *an, float *gb)
+/* ---- GRU: s = [r (VU vectors), z (VU)], the sigmoids of both forms ---- */
+VAI void gru_rz(int j, const __m256i *m, int gs, const float *x, const float *bx,
+                const float *r, __m256 *s)
 {
-    __m256 s[2 * VU], hn[VU], n[VU];
     FOR_V(VU) {
         int u = j + 8 * q;
         s[q] = v_pre(x, bx, r, u, m, q);
         s[VU + q] = v_pre(x, bx, r, gs + u, m, q);
     }
     v_sigm(2 * VU, s);
+}
+
+/* ---- GRU, reset after: r z n, n = tanh(x_n + r (W_hn h + b_hn)) ---- */
+VAI void gru_block(int j, const __m256i *m, int gs, const float *x, const float *bx,
+                   const float *r, const float *bhn, const float *h0, float *h1, float *ar,
+                   float *az, float *an, float *gb)
+{
+    __m256 s[2 * VU], hn[VU], n[VU];
+    gru_rz(j, m, gs, x, bx, r, s);
     FOR_V(VU) {
         int u = j + 8 * q;
         hn[q] = _mm256_add_ps(v_ld(r + 2 * gs + u, m, q), v_ld(bhn + u, m, q));
@@ -244,12 +251,7 @@ VAI void grb1_block(int j, const __m256i *m, int gs, const float *x, const float
                     const float *r, const float *h0, float *ab, float *rh)
 {
     __m256 s[2 * VU];
-    FOR_V(VU) {
-        int u = j + 8 * q;
-        s[q] = v_pre(x, bx, r, u, m, q);
-        s[VU + q] = v_pre(x, bx, r, gs + u, m, q);
-    }
-    v_sigm(2 * VU, s);
+    gru_rz(j, m, gs, x, bx, r, s);
     FOR_V(VU) {
         int u = j + 8 * q;
         v_st(ab + u, s[q], m, q);
