@@ -439,7 +439,7 @@ cdef void pair1_chunk(void *arg, int chunk) noexcept nogil:
         lstm_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.cp + u0, q.cd + u0, q.hp + u0,
                  q.hd + u0, y, s.ldy, At, X2t)
     elif kind == K_GRU:
-        gru_fwd(1, n, H, s.len, q.t, gx, bx, gh, <float *> s.bhn + u0, q.hp + u0,
+        gru_fwd(1, n, H, s.len, q.t, gx, bx, gh, 1, <float *> s.bhn + u0, q.hp + u0,
                 q.hd + u0, y, s.ldy, At, X2t)
     else:
         mgru_fwd(1, n, H, s.len, q.t, gx, bx, gh, q.hp + u0, q.hd + u0, y, s.ldy, At)
@@ -581,9 +581,9 @@ cdef void cat_begin(Seq *s, int nt) noexcept nogil:
             cat_pack_part(s, k, 2)
     else:
         cat_pack_part(s, 0, 1)
-    # GRU's gates add gh to xg's products: zeros, but for GRU's W_hn h part
-    # (the others' take none)
-    if s.kind == K_GRU or s.kind == K_GRU_RB:
+    # GRU-RB's first gate step adds gh's r and z parts to xg's products: zeros
+    # (GRU's reads only its W_hn h part, the others' take none)
+    if s.kind == K_GRU_RB:
         memset(s.GH, 0, <size_t> s.B * GH * sizeof(float))
     s.cat = 1
 
@@ -732,7 +732,8 @@ cdef void fwd_rows(Seq *s, floating *tag, int b0, int nb) noexcept nogil:
             else:
                 lstm_fwd(nb, H, H, ln, t, gx, bx, ghr, cp, cd, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU:
-            gru_fwd(nb, H, H, ln, t, gx, bx, gh, bhn, hp, hd, y, ldy, At, X2t)
+            # [x_t | h] (s.cat) put r's and z's recurrent parts in gx
+            gru_fwd(nb, H, H, ln, t, gx, bx, gh, not s.cat, bhn, hp, hd, y, ldy, At, X2t)
         elif kind == K_GRU_RB:
             grb_fwd_products(s, nb, ln, t, gx, gh, ghn, hp, At, X2t, step_rev(step))
             grb_fwd2(nb, H, H, ln, t, gx, bx, ghn, hp, At, hd, y, ldy)
@@ -1509,7 +1510,7 @@ def _gate_kernel(str cell, int nb, int H, int reps, bint keep=False):
             elif kind == K_LSTM:
                 lstm_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, hp, cn, hp, hn, y, H, A, X2)
             elif kind == K_GRU:
-                gru_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, bx, hp, hn, y, H, A, X2)
+                gru_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, 1, bx, hp, hn, y, H, A, X2)
             else:
                 mgru_fwd_f(nb, H, H, NULL, 0, gx, bx, gh, hp, hn, y, H, A)
 
@@ -1618,7 +1619,7 @@ cdef void cat_units(StreamLayer *L, int B, int u0, int u1) noexcept nogil:
         lstm_fwd(B, n, H, NULL, 0, gx, bx, NULL, <float *> L.c + u0, <float *> L.cn + u0,
                  h, hn, y, P, <float *> NULL, <float *> NULL)
     elif kind == K_GRU:
-        gru_fwd(B, n, H, NULL, 0, gx, bx, <float *> L.gh + u0, <float *> L.bhn + u0, h, hn,
+        gru_fwd(B, n, H, NULL, 0, gx, bx, <float *> L.gh + u0, 0, <float *> L.bhn + u0, h, hn,
                 y, P, <float *> NULL, <float *> NULL)
     else:
         mgru_fwd(B, n, H, NULL, 0, gx, bx, NULL, h, hn, y, P, <float *> NULL)
@@ -1690,7 +1691,7 @@ cdef void stream_layer_step(StreamLayer *L, int B, const floating *x, int pair) 
         memcpy(L.c, L.cn, <size_t> B * H * sizeof(floating))
     elif kind == K_GRU:
         gemm(False, True, B, GH, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, GH)
-        gru_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, <floating *> L.bhn, h, hn, y, P,
+        gru_fwd(B, H, H, NULL, 0, gx, <floating *> L.bx, gh, 1, <floating *> L.bhn, h, hn, y, P,
                 <floating *> NULL, <floating *> NULL)
     elif kind == K_GRU_RB:
         gemm(False, True, B, 2 * H, H, <floating> 1, h, H, Whh, H, <floating> 0, gh, 2 * H)

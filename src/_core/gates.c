@@ -151,9 +151,9 @@ void proj_bwd_pre_f(int nb, int P, const int64_t *len, int t, const float *dy, i
 { DISPATCH(proj_bwd_pre, (nb, P, len, t, dy, ldy, dh, dht, dhp)); }
 
 void gru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx,
-    const float *gh, const float *bhn, const float *hp, float *hn, float *y, int ldy,
+    const float *gh, int rz, const float *bhn, const float *hp, float *hn, float *y, int ldy,
     float *A, float *GHN)
-{ DISPATCH(gru_fwd, (nb, H, gs, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)); }
+{ DISPATCH(gru_fwd, (nb, H, gs, len, t, gx, bx, gh, rz, bhn, hp, hn, y, ldy, A, GHN)); }
 
 void gru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *GHN,
     const float *hp, const float *dy, int ldy, const float *dh, float *dgx, float *dgh,

@@ -7,7 +7,8 @@
  * RNN, LSTM and MinimalGRU forwards take gh == NULL where gx already holds
  * the whole product ([x_t | h] in one pass): no row of zeros is read.
  * Biases: bx (G*H) holds b_ih + b_hh pre-summed, except GRU's n gate, whose
- * b_hn sits inside r*(...) and comes separately as bhn.
+ * b_hn sits inside r*(...) and comes separately as bhn. GRU's gh always holds
+ * W_hn h; with rz = 0 its r and z parts are not read ([x | h] put them in gx).
  */
 #ifndef PYRNN_GATES_H
 #define PYRNN_GATES_H
@@ -30,7 +31,7 @@ void proj_finish_##S(int nb, int P, const int64_t *len, int t,                 \
 void proj_bwd_pre_##S(int nb, int P, const int64_t *len, int t,                \
     const REAL *dy, int ldy, const REAL *dh, REAL *dht, REAL *dhp);             \
 void gru_fwd_##S(int nb, int H, int gs, const int64_t *len, int t,                     \
-    const REAL *gx, const REAL *bx, const REAL *gh, const REAL *bhn,            \
+    const REAL *gx, const REAL *bx, const REAL *gh, int rz, const REAL *bhn,    \
     const REAL *hp, REAL *hn, REAL *y, int ldy, REAL *A, REAL *GHN);            \
 void gru_bwd_##S(int nb, int H, const int64_t *len, int t,                     \
     const REAL *A, const REAL *GHN, const REAL *hp, const REAL *dy, int ldy,    \

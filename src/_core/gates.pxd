@@ -14,8 +14,8 @@ cdef extern from "gates.h" nogil:
     void proj_finish_d(int nb, int P, const int64_t *len, int t, const double *hp, double *hn, double *y, int ldy)
     void proj_bwd_pre_f(int nb, int P, const int64_t *len, int t, const float *dy, int ldy, const float *dh, float *dht, float *dhp)
     void proj_bwd_pre_d(int nb, int P, const int64_t *len, int t, const double *dy, int ldy, const double *dh, double *dht, double *dhp)
-    void gru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *bhn, const float *hp, float *hn, float *y, int ldy, float *A, float *GHN)
-    void gru_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, const double *bhn, const double *hp, double *hn, double *y, int ldy, double *A, double *GHN)
+    void gru_fwd_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, int rz, const float *bhn, const float *hp, float *hn, float *y, int ldy, float *A, float *GHN)
+    void gru_fwd_d(int nb, int H, int gs, const int64_t *len, int t, const double *gx, const double *bx, const double *gh, int rz, const double *bhn, const double *hp, double *hn, double *y, int ldy, double *A, double *GHN)
     void gru_bwd_f(int nb, int H, const int64_t *len, int t, const float *A, const float *GHN, const float *hp, const float *dy, int ldy, const float *dh, float *dgx, float *dgh, float *dhp)
     void gru_bwd_d(int nb, int H, const int64_t *len, int t, const double *A, const double *GHN, const double *hp, const double *dy, int ldy, const double *dh, double *dgx, double *dgh, double *dhp)
     void grb_fwd1_f(int nb, int H, int gs, const int64_t *len, int t, const float *gx, const float *bx, const float *gh, const float *hp, float *A, float *RH)
@@ -80,11 +80,11 @@ cdef inline void proj_bwd_pre(int nb, int P, const int64_t *len, int t, const fl
     else:
         proj_bwd_pre_d(nb, P, len, t, dy, ldy, dh, dht, dhp)
 
-cdef inline void gru_fwd(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, const floating *bhn, const floating *hp, floating *hn, floating *y, int ldy, floating *A, floating *GHN) noexcept nogil:
+cdef inline void gru_fwd(int nb, int H, int gs, const int64_t *len, int t, const floating *gx, const floating *bx, const floating *gh, int rz, const floating *bhn, const floating *hp, floating *hn, floating *y, int ldy, floating *A, floating *GHN) noexcept nogil:
     if floating is float:
-        gru_fwd_f(nb, H, gs, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)
+        gru_fwd_f(nb, H, gs, len, t, gx, bx, gh, rz, bhn, hp, hn, y, ldy, A, GHN)
     else:
-        gru_fwd_d(nb, H, gs, len, t, gx, bx, gh, bhn, hp, hn, y, ldy, A, GHN)
+        gru_fwd_d(nb, H, gs, len, t, gx, bx, gh, rz, bhn, hp, hn, y, ldy, A, GHN)
 
 cdef inline void gru_bwd(int nb, int H, const int64_t *len, int t, const floating *A, const floating *GHN, const floating *hp, const floating *dy, int ldy, const floating *dh, floating *dgx, floating *dgh, floating *dhp) noexcept nogil:
     if floating is float:

@@ -113,19 +113,22 @@ VAI __m256 v_pre(const float *x, const float *b, const float *r, int o, const __
 
 /* ---- RNN (tanh): one activation a unit, so twice the vectors a block ---- */
 VAI void rnn_block(int j, const __m256i *m, const float *x, const float *bx, const float *r,
-                   float *h1)
+                   float *h1, float *yb)
 {
     __m256 v[2 * VU];
     FOR_V(2 * VU) v[q] = v_pre(x, bx, r, j + 8 * q, m, q);
     v_tanh(2 * VU, v);
-    FOR_V(2 * VU) v_st(h1 + j + 8 * q, v[q], m, q);
+    FOR_V(2 * VU) {
+        v_st(h1 + j + 8 * q, v[q], m, q);
+        v_st(yb + j + 8 * q, v[q], m, q);
+    }
 }
 
 static inline void rnn_cell_f_avx2(int H, const float *x, const float *bx, const float *r,
-                                   float *h1)
+                                   float *h1, float *yb)
 {
-#define B_(j, m) rnn_block(j, m, x, bx, r, h1)
-#define B0_(j, m) rnn_block(j, m, x, bx, (const float *)0, h1)
+#define B_(j, m) rnn_block(j, m, x, bx, r, h1, yb)
+#define B0_(j, m) rnn_block(j, m, x, bx, (const float *)0, h1, yb)
     if (r) V_UNITS_N(H, B_, 2 * VU);
     else V_UNITS_N(H, B0_, 2 * VU);
 #undef B_
@@ -134,8 +137,8 @@ static inline void rnn_cell_f_avx2(int H, const float *x, const float *bx, const
 
 /* ---- LSTM, gates i f g o; keep (training): ai af ag ao and tanh(c') ---- */
 VAI void lstm_block(int j, const __m256i *m, int gs, const float *x, const float *bx,
-                    const float *r, const float *c0, float *c1, float *h1, float *ai,
-                    float *af, float *ag, float *ao, float *tcb)
+                    const float *r, const float *c0, float *c1, float *h1, float *yb,
+                    float *ai, float *af, float *ag, float *ao, float *tcb)
 {
     __m256 s[2 * VU], g[VU], o[VU], c[VU];
     FOR_V(VU) {
@@ -156,7 +159,9 @@ VAI void lstm_block(int j, const __m256i *m, int gs, const float *x, const float
     v_tanh(VU, c);
     FOR_V(VU) {
         int u = j + 8 * q;
-        v_st(h1 + u, _mm256_mul_ps(o[q], c[q]), m, q);
+        __m256 h = _mm256_mul_ps(o[q], c[q]);
+        v_st(h1 + u, h, m, q);
+        if (yb) v_st(yb + u, h, m, q);
         if (ai) {
             v_st(ai + u, s[q], m, q);
             v_st(af + u, s[VU + q], m, q);
@@ -168,10 +173,11 @@ VAI void lstm_block(int j, const __m256i *m, int gs, const float *x, const float
 }
 
 static inline void lstm_cell_f_avx2(int H, int gs, const float *x, const float *bx,
-                                    const float *r, const float *c0, float *c1, float *h1)
+                                    const float *r, const float *c0, float *c1, float *h1,
+                                    float *yb)
 {
-#define B_(j, m) lstm_block(j, m, gs, x, bx, r, c0, c1, h1, 0, 0, 0, 0, 0)
-#define B0_(j, m) lstm_block(j, m, gs, x, bx, (const float *)0, c0, c1, h1, 0, 0, 0, 0, 0)
+#define B_(j, m) lstm_block(j, m, gs, x, bx, r, c0, c1, h1, yb, 0, 0, 0, 0, 0)
+#define B0_(j, m) lstm_block(j, m, gs, x, bx, (const float *)0, c0, c1, h1, yb, 0, 0, 0, 0, 0)
     if (r) V_UNITS(H, B_);
     else V_UNITS(H, B0_);
 #undef B_
@@ -179,18 +185,20 @@ static inline void lstm_cell_f_avx2(int H, int gs, const float *x, const float *
 }
 
 static inline void lstm_cell_keep_f_avx2(int H, int gs, const float *x, const float *bx,
-    const float *r, const float *c0, float *c1, float *h1, float *ai, float *af, float *ag,
-    float *ao, float *tcb)
+    const float *r, const float *c0, float *c1, float *h1, float *yb, float *ai, float *af,
+    float *ag, float *ao, float *tcb)
 {
-#define B_(j, m) lstm_block(j, m, gs, x, bx, r, c0, c1, h1, ai, af, ag, ao, tcb)
-#define B0_(j, m) lstm_block(j, m, gs, x, bx, (const float *)0, c0, c1, h1, ai, af, ag, ao, tcb)
+#define B_(j, m) lstm_block(j, m, gs, x, bx, r, c0, c1, h1, yb, ai, af, ag, ao, tcb)
+#define B0_(j, m) lstm_block(j, m, gs, x, bx, (const float *)0, c0, c1, h1, yb, ai, af, ag, ao, \
+                             tcb)
     if (r) V_UNITS(H, B_);
     else V_UNITS(H, B0_);
 #undef B_
 #undef B0_
 }
 
-/* ---- GRU: s = [r (VU vectors), z (VU)], the sigmoids of both forms ---- */
+/* ---- GRU: s = [r (VU vectors), z (VU)], the sigmoids of both forms; r:
+ * their recurrent parts, or NULL where the [x | h] product put them in x ---- */
 VAI void gru_rz(int j, const __m256i *m, int gs, const float *x, const float *bx,
                 const float *r, __m256 *s)
 {
@@ -204,11 +212,11 @@ VAI void gru_rz(int j, const __m256i *m, int gs, const float *x, const float *bx
 
 /* ---- GRU, reset after: r z n, n = tanh(x_n + r (W_hn h + b_hn)) ---- */
 VAI void gru_block(int j, const __m256i *m, int gs, const float *x, const float *bx,
-                   const float *r, const float *bhn, const float *h0, float *h1, float *ar,
-                   float *az, float *an, float *gb)
+                   const float *r, int rz, const float *bhn, const float *h0, float *h1,
+                   float *yb, float *ar, float *az, float *an, float *gb)
 {
     __m256 s[2 * VU], hn[VU], n[VU];
-    gru_rz(j, m, gs, x, bx, r, s);
+    gru_rz(j, m, gs, x, bx, rz ? r : (const float *)0, s);
     FOR_V(VU) {
         int u = j + 8 * q;
         hn[q] = _mm256_add_ps(v_ld(r + 2 * gs + u, m, q), v_ld(bhn + u, m, q));
@@ -218,8 +226,9 @@ VAI void gru_block(int j, const __m256i *m, int gs, const float *x, const float 
     v_tanh(VU, n);
     FOR_V(VU) {
         int u = j + 8 * q;
-        v_st(h1 + u, _mm256_fmadd_ps(s[VU + q], _mm256_sub_ps(v_ld(h0 + u, m, q), n[q]), n[q]),
-             m, q);
+        __m256 h = _mm256_fmadd_ps(s[VU + q], _mm256_sub_ps(v_ld(h0 + u, m, q), n[q]), n[q]);
+        v_st(h1 + u, h, m, q);
+        v_st(yb + u, h, m, q);
         if (ar) {
             v_st(ar + u, s[q], m, q);
             v_st(az + u, s[VU + q], m, q);
@@ -230,20 +239,26 @@ VAI void gru_block(int j, const __m256i *m, int gs, const float *x, const float 
 }
 
 static inline void gru_cell_f_avx2(int H, int gs, const float *x, const float *bx,
-    const float *r, const float *bhn, const float *h0, float *h1)
+    const float *r, int rz, const float *bhn, const float *h0, float *h1, float *yb)
 {
-#define B_(j, m) gru_block(j, m, gs, x, bx, r, bhn, h0, h1, 0, 0, 0, 0)
-    V_UNITS(H, B_);
+#define B_(j, m) gru_block(j, m, gs, x, bx, r, 1, bhn, h0, h1, yb, 0, 0, 0, 0)
+#define B0_(j, m) gru_block(j, m, gs, x, bx, r, 0, bhn, h0, h1, yb, 0, 0, 0, 0)
+    if (rz) V_UNITS(H, B_);
+    else V_UNITS(H, B0_);
 #undef B_
+#undef B0_
 }
 
 static inline void gru_cell_keep_f_avx2(int H, int gs, const float *x, const float *bx,
-    const float *r, const float *bhn, const float *h0, float *h1, float *ar, float *az,
-    float *an, float *gb)
+    const float *r, int rz, const float *bhn, const float *h0, float *h1, float *yb,
+    float *ar, float *az, float *an, float *gb)
 {
-#define B_(j, m) gru_block(j, m, gs, x, bx, r, bhn, h0, h1, ar, az, an, gb)
-    V_UNITS(H, B_);
+#define B_(j, m) gru_block(j, m, gs, x, bx, r, 1, bhn, h0, h1, yb, ar, az, an, gb)
+#define B0_(j, m) gru_block(j, m, gs, x, bx, r, 0, bhn, h0, h1, yb, ar, az, an, gb)
+    if (rz) V_UNITS(H, B_);
+    else V_UNITS(H, B0_);
 #undef B_
+#undef B0_
 }
 
 /* ---- GRU, reset before: step 1 makes r, z and r*h; step 2 n and h' ---- */
@@ -270,7 +285,7 @@ static inline void grb_cell1_f_avx2(int H, int gs, const float *x, const float *
 
 /* x, bx: the n gate's; ab: the row's [r, z, n] */
 VAI void grb2_block(int j, const __m256i *m, int gs, const float *x, const float *bx,
-                    const float *r, const float *h0, float *ab, float *h1)
+                    const float *r, const float *h0, float *ab, float *h1, float *yb)
 {
     __m256 n[VU];
     FOR_V(VU) n[q] = v_pre(x, bx, r, j + 8 * q, m, q);
@@ -278,22 +293,25 @@ VAI void grb2_block(int j, const __m256i *m, int gs, const float *x, const float
     FOR_V(VU) {
         int u = j + 8 * q;
         v_st(ab + 2 * gs + u, n[q], m, q);
-        v_st(h1 + u, _mm256_fmadd_ps(v_ld(ab + gs + u, m, q),
-                                     _mm256_sub_ps(v_ld(h0 + u, m, q), n[q]), n[q]), m, q);
+        __m256 h = _mm256_fmadd_ps(v_ld(ab + gs + u, m, q),
+                                   _mm256_sub_ps(v_ld(h0 + u, m, q), n[q]), n[q]);
+        v_st(h1 + u, h, m, q);
+        v_st(yb + u, h, m, q);
     }
 }
 
 static inline void grb_cell2_f_avx2(int H, int gs, const float *x, const float *bx,
-    const float *r, const float *h0, float *ab, float *h1)
+    const float *r, const float *h0, float *ab, float *h1, float *yb)
 {
-#define B_(j, m) grb2_block(j, m, gs, x, bx, r, h0, ab, h1)
+#define B_(j, m) grb2_block(j, m, gs, x, bx, r, h0, ab, h1, yb)
     V_UNITS(H, B_);
 #undef B_
 }
 
 /* ---- minimal GRU: z n; keep: az an ---- */
 VAI void mgru_block(int j, const __m256i *m, int gs, const float *x, const float *bx,
-                    const float *r, const float *h0, float *h1, float *az, float *an)
+                    const float *r, const float *h0, float *h1, float *yb, float *az,
+                    float *an)
 {
     __m256 z[VU], n[VU];
     FOR_V(VU) {
@@ -305,8 +323,9 @@ VAI void mgru_block(int j, const __m256i *m, int gs, const float *x, const float
     v_tanh(VU, n);
     FOR_V(VU) {
         int u = j + 8 * q;
-        v_st(h1 + u, _mm256_fmadd_ps(z[q], _mm256_sub_ps(v_ld(h0 + u, m, q), n[q]), n[q]),
-             m, q);
+        __m256 h = _mm256_fmadd_ps(z[q], _mm256_sub_ps(v_ld(h0 + u, m, q), n[q]), n[q]);
+        v_st(h1 + u, h, m, q);
+        v_st(yb + u, h, m, q);
         if (az) {
             v_st(az + u, z[q], m, q);
             v_st(an + u, n[q], m, q);
@@ -315,10 +334,10 @@ VAI void mgru_block(int j, const __m256i *m, int gs, const float *x, const float
 }
 
 static inline void mgru_cell_f_avx2(int H, int gs, const float *x, const float *bx,
-    const float *r, const float *h0, float *h1)
+    const float *r, const float *h0, float *h1, float *yb)
 {
-#define B_(j, m) mgru_block(j, m, gs, x, bx, r, h0, h1, 0, 0)
-#define B0_(j, m) mgru_block(j, m, gs, x, bx, (const float *)0, h0, h1, 0, 0)
+#define B_(j, m) mgru_block(j, m, gs, x, bx, r, h0, h1, yb, 0, 0)
+#define B0_(j, m) mgru_block(j, m, gs, x, bx, (const float *)0, h0, h1, yb, 0, 0)
     if (r) V_UNITS(H, B_);
     else V_UNITS(H, B0_);
 #undef B_
@@ -326,10 +345,10 @@ static inline void mgru_cell_f_avx2(int H, int gs, const float *x, const float *
 }
 
 static inline void mgru_cell_keep_f_avx2(int H, int gs, const float *x, const float *bx,
-    const float *r, const float *h0, float *h1, float *az, float *an)
+    const float *r, const float *h0, float *h1, float *yb, float *az, float *an)
 {
-#define B_(j, m) mgru_block(j, m, gs, x, bx, r, h0, h1, az, an)
-#define B0_(j, m) mgru_block(j, m, gs, x, bx, (const float *)0, h0, h1, az, an)
+#define B_(j, m) mgru_block(j, m, gs, x, bx, r, h0, h1, yb, az, an)
+#define B0_(j, m) mgru_block(j, m, gs, x, bx, (const float *)0, h0, h1, yb, az, an)
     if (r) V_UNITS(H, B_);
     else V_UNITS(H, B0_);
 #undef B_

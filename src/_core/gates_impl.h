@@ -9,10 +9,11 @@
 /* The cell bodies below (those with activations) have hand-written AVX2
  * versions in gates_avx2.h, which defines PYRNN_VEC_CELLS. */
 static inline void NAME(rnn_cell)(int H, const REAL *restrict x, const REAL *restrict bx,
-    const REAL *restrict r, REAL *restrict h1)
+    const REAL *restrict r, REAL *restrict h1, REAL *restrict yb)
 {
     if (r) { for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j] + r[j]); }
     else { for (int j = 0; j < H; j++) h1[j] = TANH(x[j] + bx[j]); }
+    for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 #endif
 
@@ -35,10 +36,10 @@ KATTR void NAME(rnn_fwd)(int relu, int nb, int H, const int64_t *len, int t,
                 /* a > 0 ? a : 0 keeps NaN as NaN, like torch.relu */
                 h1[j] = a < 0 ? (REAL)0 : a;
             }
+            for (int j = 0; j < H; j++) yb[j] = h1[j];
         } else {
-            NAME(rnn_cell)(H, x, bx, r, h1);
+            NAME(rnn_cell)(H, x, bx, r, h1, yb);
         }
-        for (int j = 0; j < H; j++) yb[j] = h1[j];
         if (A) for (int j = 0; j < H; j++) A[(size_t)b * H + j] = h1[j];
     }
 }
@@ -87,21 +88,23 @@ KATTR void NAME(rnn_bwd)(int relu, int nb, int H, const int64_t *len, int t,
 
 static inline void NAME(lstm_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict c0,
-    REAL *restrict c1, REAL *restrict h1)
+    REAL *restrict c1, REAL *restrict h1, REAL *restrict yb)
 {
     if (r) { LSTM_CELL(PRE_R, ) }
     else { LSTM_CELL(PRE_X, ) }
+    if (yb) for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 
 /* One restrict pointer per gate row of A: with Python's -fwrapv the int
  * offsets gs + j could wrap, and GCC would not vectorise the stores. */
 static inline void NAME(lstm_cell_keep)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict c0,
-    REAL *restrict c1, REAL *restrict h1, REAL *restrict ai, REAL *restrict af,
-    REAL *restrict ag, REAL *restrict ao, REAL *restrict tcb)
+    REAL *restrict c1, REAL *restrict h1, REAL *restrict yb, REAL *restrict ai,
+    REAL *restrict af, REAL *restrict ag, REAL *restrict ao, REAL *restrict tcb)
 {
     if (r) { LSTM_CELL(PRE_R, LSTM_KEEP) }
     else { LSTM_CELL(PRE_X, LSTM_KEEP) }
+    if (yb) for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 #undef LSTM_CELL
 #undef LSTM_KEEP
@@ -139,11 +142,10 @@ KATTR void NAME(lstm_fwd)(int nb, int H, int gs, const int64_t *len, int t,
          * the scalar loop (2-3x slower steps, seen with perf). */
         if (A) {
             REAL *ab = A + b * G;
-            NAME(lstm_cell_keep)(H, gs, x, bx, r, c0, c1, h1, ab, ab + gs, ab + 2 * (size_t)gs,
-                                 ab + 3 * (size_t)gs, TC + (size_t)b * H);
+            NAME(lstm_cell_keep)(H, gs, x, bx, r, c0, c1, h1, yb, ab, ab + gs,
+                                 ab + 2 * (size_t)gs, ab + 3 * (size_t)gs, TC + (size_t)b * H);
         }
-        else NAME(lstm_cell)(H, gs, x, bx, r, c0, c1, h1);
-        if (yb) for (int j = 0; j < H; j++) yb[j] = h1[j];
+        else NAME(lstm_cell)(H, gs, x, bx, r, c0, c1, h1, yb);
     }
 }
 
@@ -211,37 +213,41 @@ KATTR void NAME(proj_bwd_pre)(int nb, int P, const int64_t *len, int t,
 }
 
 #ifndef PYRNN_VEC_CELLS
+/* rz: r holds the recurrent parts of the r and z gates too (else only of n:
+ * the [x | h] product put the others in x) */
 static inline void NAME(gru_cell)(int H, int gs, const REAL *restrict x,
-    const REAL *restrict bx, const REAL *restrict r, const REAL *restrict bhn,
-    const REAL *restrict h0, REAL *restrict h1)
+    const REAL *restrict bx, const REAL *restrict r, int rz, const REAL *restrict bhn,
+    const REAL *restrict h0, REAL *restrict h1, REAL *restrict yb)
 {
     for (int j = 0; j < H; j++) {
-        REAL rr = SIGM(x[j] + bx[j] + r[j]);
-        REAL z = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
+        REAL rr = SIGM(rz ? x[j] + bx[j] + r[j] : x[j] + bx[j]);
+        REAL z = SIGM(rz ? x[gs + j] + bx[gs + j] + r[gs + j] : x[gs + j] + bx[gs + j]);
         REAL n = TANH(x[2 * gs + j] + bx[2 * gs + j] + rr * (r[2 * gs + j] + bhn[j]));
         h1[j] = n + z * (h0[j] - n);
     }
+    for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 
 static inline void NAME(gru_cell_keep)(int H, int gs, const REAL *restrict x,
-    const REAL *restrict bx, const REAL *restrict r, const REAL *restrict bhn,
-    const REAL *restrict h0, REAL *restrict h1, REAL *restrict ar, REAL *restrict az,
-    REAL *restrict an, REAL *restrict gb)
+    const REAL *restrict bx, const REAL *restrict r, int rz, const REAL *restrict bhn,
+    const REAL *restrict h0, REAL *restrict h1, REAL *restrict yb, REAL *restrict ar,
+    REAL *restrict az, REAL *restrict an, REAL *restrict gb)
 {
     for (int j = 0; j < H; j++) {
-        REAL rr = SIGM(x[j] + bx[j] + r[j]);
-        REAL z = SIGM(x[gs + j] + bx[gs + j] + r[gs + j]);
+        REAL rr = SIGM(rz ? x[j] + bx[j] + r[j] : x[j] + bx[j]);
+        REAL z = SIGM(rz ? x[gs + j] + bx[gs + j] + r[gs + j] : x[gs + j] + bx[gs + j]);
         REAL hn_ = r[2 * gs + j] + bhn[j];
         REAL n = TANH(x[2 * gs + j] + bx[2 * gs + j] + rr * hn_);
         h1[j] = n + z * (h0[j] - n);
         ar[j] = rr; az[j] = z; an[j] = n; gb[j] = hn_;
     }
+    for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 #endif
 
 /* GRU, reset after (PyTorch): gates r z n; A = [r, z, n], GHN = W_hn h + b_hn. */
 KATTR void NAME(gru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
-    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh,
+    const REAL *restrict gx, const REAL *restrict bx, const REAL *restrict gh, int rz,
     const REAL *restrict bhn, const REAL *restrict hp, REAL *restrict hn,
     REAL *restrict y, int ldy, REAL *restrict A, REAL *restrict GHN)
 {
@@ -257,11 +263,10 @@ KATTR void NAME(gru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
         }
         if (A) {
             REAL *ab = A + b * G;
-            NAME(gru_cell_keep)(H, gs, x, bx, r, bhn, h0, h1, ab, ab + gs, ab + 2 * (size_t)gs,
-                                GHN + (size_t)b * H);
+            NAME(gru_cell_keep)(H, gs, x, bx, r, rz, bhn, h0, h1, yb, ab, ab + gs,
+                                ab + 2 * (size_t)gs, GHN + (size_t)b * H);
         }
-        else NAME(gru_cell)(H, gs, x, bx, r, bhn, h0, h1);
-        for (int j = 0; j < H; j++) yb[j] = h1[j];
+        else NAME(gru_cell)(H, gs, x, bx, r, rz, bhn, h0, h1, yb);
     }
 }
 
@@ -312,7 +317,7 @@ static inline void NAME(grb_cell1)(int H, int gs, const REAL *restrict x,
 /* x, bx: the n gate's; ab: the row's [r, z, n] */
 static inline void NAME(grb_cell2)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
-    REAL *restrict ab, REAL *restrict h1)
+    REAL *restrict ab, REAL *restrict h1, REAL *restrict yb)
 {
     for (int j = 0; j < H; j++) {
         REAL n = TANH(x[j] + bx[j] + r[j]);
@@ -320,6 +325,7 @@ static inline void NAME(grb_cell2)(int H, int gs, const REAL *restrict x,
         ab[2 * (size_t)gs + j] = n;
         h1[j] = n + z * (h0[j] - n);
     }
+    for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 #endif
 
@@ -353,8 +359,7 @@ KATTR void NAME(grb_fwd2)(int nb, int H, int gs, const int64_t *len, int t,
             for (int j = 0; j < H; j++) { h1[j] = h0[j]; yb[j] = 0; ab[2 * (size_t)gs + j] = 0; }
             continue;
         }
-        NAME(grb_cell2)(H, gs, x, bx + 2 * (size_t)gs, r, h0, ab, h1);
-        for (int j = 0; j < H; j++) yb[j] = h1[j];
+        NAME(grb_cell2)(H, gs, x, bx + 2 * (size_t)gs, r, h0, ab, h1, yb);
     }
 }
 
@@ -411,18 +416,20 @@ KATTR void NAME(grb_bwd2)(int nb, int H, int gs, const int64_t *len, int t,
 
 static inline void NAME(mgru_cell)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
-    REAL *restrict h1)
+    REAL *restrict h1, REAL *restrict yb)
 {
     if (r) { MGRU_CELL(PRE_R, ) }
     else { MGRU_CELL(PRE_X, ) }
+    for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 
 static inline void NAME(mgru_cell_keep)(int H, int gs, const REAL *restrict x,
     const REAL *restrict bx, const REAL *restrict r, const REAL *restrict h0,
-    REAL *restrict h1, REAL *restrict az, REAL *restrict an)
+    REAL *restrict h1, REAL *restrict yb, REAL *restrict az, REAL *restrict an)
 {
     if (r) { MGRU_CELL(PRE_R, MGRU_KEEP) }
     else { MGRU_CELL(PRE_X, MGRU_KEEP) }
+    for (int j = 0; j < H; j++) yb[j] = h1[j];
 }
 #undef MGRU_CELL
 #undef MGRU_KEEP
@@ -443,9 +450,8 @@ KATTR void NAME(mgru_fwd)(int nb, int H, int gs, const int64_t *len, int t,
             if (A) for (size_t g = 0; g < G; g += gs) for (int j = 0; j < H; j++) A[b * G + g + j] = 0;
             continue;
         }
-        if (A) NAME(mgru_cell_keep)(H, gs, x, bx, r, h0, h1, A + b * G, A + b * G + gs);
-        else NAME(mgru_cell)(H, gs, x, bx, r, h0, h1);
-        for (int j = 0; j < H; j++) yb[j] = h1[j];
+        if (A) NAME(mgru_cell_keep)(H, gs, x, bx, r, h0, h1, yb, A + b * G, A + b * G + gs);
+        else NAME(mgru_cell)(H, gs, x, bx, r, h0, h1, yb);
     }
 }
 
