@@ -1475,8 +1475,7 @@ def _activation(int which, cnp.ndarray x):
     return y
 
 
-_GATE_KINDS = {"rnn": (K_RNN_TANH, 1), "lstm": (K_LSTM, 4), "gru": (K_GRU, 3),
-               "mgru": (K_MGRU, 2)}
+_GATE_KINDS = {"rnn": K_RNN_TANH, "lstm": K_LSTM, "gru": K_GRU, "mgru": K_MGRU}
 
 
 def _gate_kernel(str cell, int nb, int H, int reps, bint keep=False):
@@ -1487,7 +1486,7 @@ def _gate_kernel(str cell, int nb, int H, int reps, bint keep=False):
         raise ValueError(f"cell must be one of {sorted(_GATE_KINDS)}, got {cell!r}")
     if nb < 1 or H < 1 or reps < 1:
         raise ValueError(f"nb, H and reps must be positive, got {nb}, {H}, {reps}")
-    cdef int kind = _GATE_KINDS[cell][0], G = _GATE_KINDS[cell][1], r
+    cdef int kind = _GATE_KINDS[cell], G = GATES[kind], r
     rng = np.random.default_rng(0)
     gxa = (rng.standard_normal((nb, G * H)) * 3).astype(np.float32)
     gha = rng.standard_normal((nb, G * H)).astype(np.float32)

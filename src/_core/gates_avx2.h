@@ -20,7 +20,6 @@
 
 #define VAI static inline __attribute__((always_inline))
 #define VU 2                      /* vectors in flight per block */
-#define VB (8 * VU)               /* units per block */
 #define FOR_V(n) for (int q = 0; q < (n); q++)
 
 VAI __m256 v_ld(const float *p, const __m256i *m, int q)

@@ -1,7 +1,8 @@
 /* Kernel bodies, included once per (type, instruction set) by gates.c.
- * Expects: REAL, NAME(base) -> symbol, SIGM(x), TANH(x), and KATTR (function
- * attribute, e.g. a target). Loops over j are simple and restrict-qualified
- * so the compiler vectorises them under the AVX2 target. */
+ * Expects: REAL, NAME(base) -> symbol, KATTR (function attribute, e.g. a
+ * target), and SIGM(x), TANH(x) unless PYRNN_VEC_CELLS says the cell bodies
+ * come from elsewhere (gates_avx2.h). Loops over j are simple and
+ * restrict-qualified so the compiler vectorises them under the AVX2 target. */
 
 #define ACTIVE(b) (len == NULL || (int64_t)t < len[b])
 
